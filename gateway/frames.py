@@ -1,0 +1,93 @@
+"""Kernel events as wire frames: the same JSON over WebSocket and NDJSON."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kernels.events import (
+    ClearOutput,
+    Event,
+    Finished,
+    InputRequest,
+    Output,
+    SessionNotice,
+    Status,
+    UpdateDisplay,
+)
+from kernels.outputs import OutputCollector
+
+from .models import ExecutionResult
+
+Frame = dict[str, Any]
+
+
+def request_ids(id: str | None, execution_id: str | None) -> dict[str, str]:
+    """The id fields echoed on every frame about a request, under the names the client used."""
+    ids: dict[str, str] = {}
+    if id is not None or execution_id is not None:
+        ids["id"] = id if id is not None else execution_id  # type: ignore[assignment]
+    if execution_id is not None:
+        ids["execution_id"] = execution_id
+    return ids
+
+
+def event_frame(event: Event, ids: dict[str, str]) -> Frame:
+    if isinstance(event, Output):
+        return {"type": "output", **ids, "output": event.output}
+    if isinstance(event, Status):
+        return {"type": "status", **ids, "execution_state": event.execution_state}
+    if isinstance(event, ClearOutput):
+        return {"type": "clear_output", **ids, "wait": event.wait}
+    if isinstance(event, UpdateDisplay):
+        return {
+            "type": "update_display_data",
+            **ids,
+            "output": event.output,
+            "display_id": event.display_id,
+        }
+    if isinstance(event, InputRequest):
+        return {"type": "input_request", **ids, "prompt": event.prompt, "password": event.password}
+    raise TypeError(f"no frame for {event!r}")
+
+
+def notice_frame(notice: SessionNotice) -> Frame:
+    frame: Frame = {"type": "status", "execution_state": notice.state}
+    if notice.message:
+        frame["message"] = notice.message
+    if notice.state_lost:
+        frame["state_lost"] = True
+    return frame
+
+
+async def execution_frames(
+    events: AsyncIterator[Event], ids: dict[str, str], started: float | None = None
+) -> AsyncIterator[Frame]:
+    """Every frame of one execution; the last is its `execution_result`."""
+    started = time.monotonic() if started is None else started
+    collector = OutputCollector()
+    async for event in events:
+        if isinstance(event, Finished):
+            yield result(event, collector, ids, time.monotonic() - started).frame()
+            return
+        collector.apply(event)
+        yield event_frame(event, ids)
+
+
+def result(
+    finished: Finished, collector: OutputCollector, ids: dict[str, str], elapsed: float
+) -> ExecutionResult:
+    errors = collector.error_lines()
+    if finished.reason and finished.status.value not in ("ok", "error"):
+        errors.append(f"{finished.status.value.capitalize()}: {finished.reason}")
+    return ExecutionResult(
+        **ids,
+        status=finished.status.value,
+        output=collector.stdout_lines(),
+        errors=errors,
+        execution_time=round(elapsed, 6),
+        execution_count=finished.execution_count,
+        outputs=collector.outputs,
+        reason=finished.reason,
+    )

@@ -1,0 +1,67 @@
+"""The wire: request bodies, client messages and server frames, as pydantic models."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Message(BaseModel):
+    # Clients may send fields we do not use (the icotes REST client sends `file_path`).
+    model_config = ConfigDict(extra="ignore")
+
+
+class ExecuteRequest(_Message):
+    """Body of `POST /execute`."""
+
+    code: str = Field(description="source code to run")
+    language: str | None = Field(None, description="language; the default when absent")
+    timeout: float | None = Field(None, gt=0, description="wall-clock limit in seconds")
+    id: str | None = Field(None, description="echoed in the result")
+
+
+class ExecuteCode(_Message):
+    """Client message `execute_code` (alias `execute`)."""
+
+    code: str
+    language: str | None = None
+    timeout: float | None = Field(None, gt=0)
+    id: str | None = None
+    execution_id: str | None = None
+
+
+class ExecutionResult(BaseModel):
+    """The last frame about an execution; also the body `POST /execute` returns."""
+
+    type: Literal["execution_result"] = "execution_result"
+    id: str | None = None
+    execution_id: str | None = None
+    status: Literal["ok", "error", "timeout", "interrupted", "died", "cancelled"]
+    output: list[str] = Field(description="stdout, split into lines")
+    errors: list[str] = Field(description="stderr lines and `Ename: evalue` of each error")
+    execution_time: float = Field(description="seconds from submission to the end")
+    execution_count: int | None = None
+    outputs: list[dict[str, Any]] = Field(description="nbformat outputs, streams merged")
+    reason: str | None = Field(None, description="why it did not end normally")
+
+    def frame(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class ApiInfo(BaseModel):
+    name: str
+    version: str
+    docs: str
+    endpoints: dict[str, str]
+
+
+class Health(BaseModel):
+    status: Literal["healthy"] = "healthy"
+    connections: int
+    sessions: int
+    kernels: dict[str, int]
+
+
+class ErrorDetail(BaseModel):
+    detail: str

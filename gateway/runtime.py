@@ -1,0 +1,52 @@
+"""The gateway's running parts, built from the settings: pool, sessions, limits."""
+
+from __future__ import annotations
+
+from kernels.execution import ExecutionLimits
+from kernels.kernel import LaunchOptions
+from kernels.languages import Languages
+from kernels.pool import KernelPool
+from kernels.sessions import SessionManager
+
+from .settings import Settings
+
+
+class TimeoutTooLarge(ValueError):
+    pass
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.languages = Languages(settings.languages, settings.default_language)
+        self.pool = KernelPool(
+            self.launch_options,
+            size=settings.pool_size,
+            max_parallel_starts=settings.pool_max_parallel_starts,
+            acquire_timeout=settings.kernel_acquire_timeout,
+        )
+        self.sessions = SessionManager(self.pool, self.languages)
+        self.connections = 0
+
+    def launch_options(self, spec_name: str) -> LaunchOptions:
+        return LaunchOptions(startup_timeout=self.settings.kernel_startup_timeout)
+
+    def limits(self, timeout: float | None) -> ExecutionLimits:
+        s = self.settings
+        if timeout is not None and timeout > s.max_timeout:
+            raise TimeoutTooLarge(f"timeout {timeout:g} s is above max_timeout ({s.max_timeout:g} s)")
+        return ExecutionLimits(
+            timeout=timeout or s.default_timeout,
+            interrupt_grace=s.interrupt_grace,
+            output_limit=s.output_limit,
+            stream_window=s.stream_window_ms / 1000,
+            stream_max_bytes=s.stream_max_bytes,
+        )
+
+    def start(self) -> None:
+        for spec_name in set(self.languages.specs.values()):
+            self.pool.warm(spec_name)
+
+    async def stop(self) -> None:
+        await self.sessions.close_all()
+        await self.pool.close()

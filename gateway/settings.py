@@ -1,0 +1,43 @@
+"""All settings in one place: environment variables `GATEWAY_*`, or flags of `python -m gateway`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", cli_kebab_case=True)
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, description="port to listen on")
+    log_level: str = Field("info", description="logging level: debug, info, warning, error")
+    cors_origins: list[str] = Field(
+        default=[
+            "http://localhost:5173",
+            "http://127.0.0.1:5173",
+            "http://localhost:3000",
+            "http://127.0.0.1:3000",
+        ],
+        description="origins allowed by CORS (JSON list in the environment)",
+    )
+
+    languages: dict[str, str] = Field(
+        default={"python": "python3", "python3": "python3"},
+        description="language name -> kernelspec name (JSON object in the environment)",
+    )
+    default_language: str = Field("python", description="language when a request names none")
+
+    pool_size: int = Field(2, ge=0, description="ready kernels kept per kernelspec")
+    pool_max_parallel_starts: int = Field(2, ge=1, description="kernels booting at once, at most")
+    kernel_startup_timeout: float = Field(30.0, gt=0, description="seconds for a kernel to become ready")
+    kernel_acquire_timeout: float = Field(60.0, gt=0, description="seconds a request waits for a kernel")
+
+    default_timeout: float = Field(300.0, gt=0, description="execution time-out in seconds when a request gives none")
+    max_timeout: float = Field(3600.0, gt=0, description="largest time-out a request may ask for")
+    interrupt_grace: float = Field(3.0, gt=0, description="seconds after a time-out's interrupt before the kernel is restarted")
+    request_timeout: float = Field(10.0, gt=0, description="seconds to wait for completion and inspection replies")
+    output_limit: int = Field(10_000_000, gt=0, description="bytes of output per execution; the rest is dropped and counted")
+    stream_window_ms: float = Field(15.0, ge=0, description="stream output is coalesced into one frame per this many ms")
+    stream_max_bytes: int = Field(65536, gt=0, description="...or per this many bytes")
+    send_queue_frames: int = Field(256, gt=0, description="frames queued per WebSocket before producers wait")

@@ -1,0 +1,227 @@
+"""Running one piece of code on a kernel: the events of that one request, every wait bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from nbformat.v4 import new_output
+
+from .events import Event, ExecutionStatus, Finished, InputRequest, Output, Status
+from .kernel import DIED, Kernel
+from .outputs import event_from_iopub
+
+
+@dataclass
+class ExecutionLimits:
+    timeout: float = 300.0  # wall clock, seconds
+    interrupt_grace: float = 3.0  # after the time-out's interrupt, before giving the kernel up
+    output_limit: int = 10_000_000  # bytes of output sent per execution; the rest is counted
+    stream_window: float = 0.015  # coalesce stream output into one event per window...
+    stream_max_bytes: int = 65536  # ...or per this many bytes, whichever comes first
+
+
+async def execute(
+    kernel: Kernel, code: str, limits: ExecutionLimits, *, allow_stdin: bool = False
+) -> AsyncIterator[Event]:
+    """Yield the events of one execute_request; the last one is always `Finished`.
+
+    It ends when both iopub's `status: idle` and the shell `execute_reply` have arrived,
+    when the kernel dies, or when the time-out's interrupt grace period runs out.
+    """
+    run = _Execution(kernel, limits)
+    async for event in run.events(code, allow_stdin):
+        yield event
+
+
+class _Execution:
+    def __init__(self, kernel: Kernel, limits: ExecutionLimits) -> None:
+        self.kernel = kernel
+        self.limits = limits
+        self.pending: Output | None = None  # stream output held back to coalesce
+        self.last_flush = float("-inf")
+        self.sent_bytes = 0
+        self.dropped_bytes = 0
+        self.timed_out = False
+
+    async def events(self, code: str, allow_stdin: bool) -> AsyncIterator[Event]:
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": allow_stdin,
+            # Each request is its own cell: an error must not abort the ones queued after it.
+            "stop_on_error": False,
+        }
+        client = self.kernel.client
+        msg = client.session.msg("execute_request", content)
+        msg_id = msg["header"]["msg_id"]
+        queue = self.kernel.subscribe(msg_id)
+        try:
+            client.shell_channel.send(msg)
+            async for event in self._read(queue):
+                yield event
+        finally:
+            self.kernel.unsubscribe(msg_id)
+
+    async def _read(self, queue: asyncio.Queue[dict[str, Any]]) -> AsyncIterator[Event]:
+        deadline = time.monotonic() + self.limits.timeout
+        reply: dict[str, Any] | None = None
+        idle = False
+        while reply is None or not idle:
+            msg = await self._next(queue, deadline)
+            if msg is None:  # the held-back stream's window passed, or the deadline did
+                if self.pending is not None and self._window_passed():
+                    yield self._flush()
+                elif time.monotonic() >= deadline:
+                    if self.timed_out:
+                        for event in self._closing():
+                            yield event
+                        yield self._given_up()
+                        return
+                    self.timed_out = True
+                    await self.kernel.interrupt()
+                    deadline = time.monotonic() + self.limits.interrupt_grace
+                continue
+            if msg is DIED:
+                for event in self._closing():
+                    yield event
+                yield Finished(ExecutionStatus.DIED, None, self._death_reason(), kernel_lost=True)
+                return
+            channel = msg["channel"]
+            if channel == "shell":
+                reply = msg["content"]
+            elif channel == "stdin":
+                if msg["msg_type"] == "input_request":
+                    for event in self._flush_all():
+                        yield event
+                    c = msg["content"]
+                    yield InputRequest(c.get("prompt", ""), bool(c.get("password", False)))
+            elif msg["msg_type"] == "status":
+                state = msg["content"]["execution_state"]
+                idle = state == "idle"
+                if idle:
+                    for event in self._flush_all():
+                        yield event
+                yield Status(state)
+            else:
+                for event in self._on_output(msg, queue):
+                    yield event
+        for event in self._closing():
+            yield event
+        yield self._finished(reply)
+
+    async def _next(
+        self, queue: asyncio.Queue[dict[str, Any]], deadline: float
+    ) -> dict[str, Any] | None:
+        """The next message, or None when a deadline (stream window or time-out) came first."""
+        try:
+            return queue.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        wake = deadline
+        if self.pending is not None:
+            wake = min(wake, self.last_flush + self.limits.stream_window)
+        remaining = wake - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(queue.get(), remaining)
+        except asyncio.TimeoutError:
+            return None
+
+    def _on_output(self, msg: dict[str, Any], queue: asyncio.Queue[Any]) -> list[Event]:
+        event = event_from_iopub(msg)
+        if event is None:
+            return []
+        if not isinstance(event, Output) or event.output["output_type"] != "stream":
+            return [*self._flush_all(), *self._capped(event)]
+        ready: list[Event] = []
+        if self.pending is not None and self.pending.output["name"] != event.output["name"]:
+            ready.append(self._flush())
+        for capped in self._capped(event):
+            if self.pending is None:
+                self.pending = capped
+            else:
+                self.pending.output["text"] += capped.output["text"]
+        # Leading edge: a lone print goes out at once; a burst is merged until the window ends.
+        if self.pending is not None and (
+            len(self.pending.output["text"]) >= self.limits.stream_max_bytes
+            or (queue.empty() and self._window_passed())
+        ):
+            ready.append(self._flush())
+        return ready
+
+    def _capped(self, event: Event) -> list[Event]:
+        """The event as far as the output limit allows; errors always pass."""
+        if not isinstance(event, Output) or event.output["output_type"] == "error":
+            return [event]
+        size = _output_size(event.output)
+        room = self.limits.output_limit - self.sent_bytes
+        if size <= room:
+            self.sent_bytes += size
+            return [event]
+        if event.output["output_type"] == "stream" and room > 0:
+            text = event.output["text"]
+            event.output["text"] = text[:room]
+            self.sent_bytes += room
+            self.dropped_bytes += size - room
+            return [event]
+        self.dropped_bytes += size
+        return []
+
+    def _window_passed(self) -> bool:
+        return time.monotonic() - self.last_flush >= self.limits.stream_window
+
+    def _flush(self) -> Output:
+        event, self.pending = self.pending, None
+        self.last_flush = time.monotonic()
+        return event
+
+    def _flush_all(self) -> list[Event]:
+        return [self._flush()] if self.pending is not None else []
+
+    def _closing(self) -> list[Event]:
+        """What is still held back, and the notice of what the output limit dropped."""
+        events = self._flush_all()
+        if not self.dropped_bytes:
+            return events
+        text = (
+            f"[output limit of {self.limits.output_limit} bytes reached: "
+            f"{self.dropped_bytes} bytes dropped]\n"
+        )
+        return [*events, Output(new_output("stream", name="stderr", text=text))]
+
+    def _finished(self, reply: dict[str, Any]) -> Finished:
+        count = reply.get("execution_count")
+        if self.timed_out:
+            reason = f"execution exceeded its time-out of {self.limits.timeout:g} s and was interrupted"
+            return Finished(ExecutionStatus.TIMEOUT, count, reason)
+        status = reply.get("status")
+        if status == "ok":
+            return Finished(ExecutionStatus.OK, count)
+        if status == "error" and reply.get("ename") == "KeyboardInterrupt":
+            return Finished(ExecutionStatus.INTERRUPTED, count, "interrupted")
+        if status == "aborted":
+            return Finished(ExecutionStatus.CANCELLED, count, "the kernel aborted this request")
+        return Finished(ExecutionStatus.ERROR, count)
+
+    def _given_up(self) -> Finished:
+        reason = (
+            f"execution exceeded its time-out of {self.limits.timeout:g} s and did not stop "
+            f"within {self.limits.interrupt_grace:g} s of an interrupt; the kernel must restart"
+        )
+        return Finished(ExecutionStatus.TIMEOUT, None, reason, kernel_lost=True)
+
+    def _death_reason(self) -> str:
+        return f"the kernel died: {self.kernel.exit_reason or 'unknown cause'}"
+
+
+def _output_size(output: dict[str, Any]) -> int:
+    if output["output_type"] == "stream":
+        return len(output["text"])
+    return sum(len(v) if isinstance(v, str) else len(str(v)) for v in output["data"].values())

@@ -1,0 +1,274 @@
+"""One running kernel: its manager and client, its state, and the routing of its messages.
+
+Every message the kernel sends on iopub, shell or stdin carries the `msg_id` of the request
+it answers in `parent_header`; one pump task per channel hands each message to the queue of
+that request, so a request only ever sees its own messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client import AsyncKernelManager
+from jupyter_client.asynchronous import AsyncKernelClient
+
+from .errors import KernelBusyTimeout, KernelDied, KernelStartFailed
+
+log = logging.getLogger(__name__)
+
+# unix socket paths may hold at most 107 bytes, so kernels live under a short root.
+_RUNTIME_ROOT = Path(tempfile.gettempdir()) / "icg"
+
+# How often the death watch asks the provisioner whether the process still runs.
+_DEATH_POLL_S = 0.2
+
+
+class KernelState(str, enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    DEAD = "dead"
+
+
+# Put in every subscribed queue when the kernel dies, so no reader waits for a dead kernel.
+DIED = {"msg_type": "__died__"}
+
+
+@dataclass
+class LaunchOptions:
+    """How to launch one kernel process: what the sandbox and the settings decide."""
+
+    startup_timeout: float = 30.0
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    extra_arguments: list[str] = field(default_factory=list)
+
+
+# The only variables of the gateway's own environment a kernel sees: never its secrets.
+_INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+
+
+def kernel_environment(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(extra)
+    return env
+
+
+class Kernel:
+    def __init__(self, spec_name: str, manager: AsyncKernelManager, runtime_dir: Path) -> None:
+        self.spec_name = spec_name
+        self.manager = manager
+        self.runtime_dir = runtime_dir
+        self.client: AsyncKernelClient | None = None
+        self.state = KernelState.STARTING
+        self.exit_reason: str | None = None
+        self.info: dict[str, Any] = {}
+        self._routes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._died = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @classmethod
+    async def start(cls, spec_name: str, options: LaunchOptions) -> Kernel:
+        _RUNTIME_ROOT.mkdir(mode=0o711, exist_ok=True)
+        runtime_dir = Path(tempfile.mkdtemp(prefix="k", dir=_RUNTIME_ROOT))
+        # ipc transport: unix sockets in a private directory. TCP would mean picking free
+        # ports and releasing them before the kernel binds, which races under a burst.
+        manager = AsyncKernelManager(
+            kernel_name=spec_name,
+            transport="ipc",
+            ip=str(runtime_dir / "s"),
+            connection_file=str(runtime_dir / "c.json"),
+        )
+        kernel = cls(spec_name, manager, runtime_dir)
+        try:
+            await asyncio.wait_for(kernel._launch(options), options.startup_timeout)
+        except BaseException as exc:
+            await kernel.shutdown()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise KernelStartFailed(
+                    f"kernel {spec_name!r} was not ready within kernel_startup_timeout "
+                    f"({options.startup_timeout:g} s)"
+                ) from None
+            if isinstance(exc, Exception) and not isinstance(exc, KernelStartFailed):
+                raise KernelStartFailed(f"kernel {spec_name!r} failed to start: {exc}") from exc
+            raise
+        return kernel
+
+    async def _launch(self, options: LaunchOptions) -> None:
+        await self.manager.start_kernel(
+            env=kernel_environment(options.env),
+            cwd=options.cwd,
+            extra_arguments=options.extra_arguments,
+        )
+        self.client = self.manager.client()
+        self.client.start_channels()
+        channels = {
+            "iopub": self.client.iopub_channel,
+            "shell": self.client.shell_channel,
+            "stdin": self.client.stdin_channel,
+        }
+        self._tasks = [asyncio.create_task(self._pump(n, c)) for n, c in channels.items()]
+        self._tasks.append(asyncio.create_task(self._watch_death()))
+        await self._wait_ready()
+
+    async def _wait_ready(self) -> None:
+        """Ready means kernel_info answered and iopub delivered a message.
+
+        The stock wait_for_ready also flushes iopub for 200 ms; we only need proof that our
+        subscription is live, which any iopub message of a kernel_info request gives.
+        Unbounded here; every caller wraps it in `startup_timeout`.
+        """
+        while True:
+            msg_id = self.client.kernel_info()
+            queue = self.subscribe(msg_id)
+            got_reply = got_iopub = False
+            try:
+                deadline = time.monotonic() + 0.5
+                while not (got_reply and got_iopub):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        msg = await asyncio.wait_for(queue.get(), remaining)
+                    except asyncio.TimeoutError:
+                        break
+                    if msg is DIED:
+                        raise KernelStartFailed(f"kernel died while starting: {self.exit_reason}")
+                    if msg["msg_type"] == "kernel_info_reply":
+                        got_reply = True
+                        self.info = msg["content"]
+                    elif msg["channel"] == "iopub":
+                        got_iopub = True
+            finally:
+                self.unsubscribe(msg_id)
+            if got_reply and got_iopub:
+                self.state = KernelState.IDLE
+                return
+
+    async def interrupt(self) -> None:
+        if self.is_dead:
+            return
+        await self.manager.interrupt_kernel()
+
+    async def shutdown(self) -> None:
+        """Kill the process (and its process group) and free everything it held."""
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        if self.client is not None:
+            self.client.stop_channels()
+        try:
+            if self.manager.has_kernel:
+                await self.manager.shutdown_kernel(now=True)
+        except Exception:  # the process may be gone already; cleanup must go on
+            log.exception("kernel shutdown failed")
+        self.state = KernelState.DEAD
+        self._fail_routes("kernel shut down")
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+    # -- death -------------------------------------------------------------------------
+
+    @property
+    def is_dead(self) -> bool:
+        return self._died.is_set() or self.state is KernelState.DEAD
+
+    async def _watch_death(self) -> None:
+        while True:
+            await asyncio.sleep(_DEATH_POLL_S)
+            if self._died.is_set():
+                return
+            if not await self.manager.is_alive():
+                code = await self._exit_code()
+                self._fail_routes(_death_reason(code))
+
+    async def _exit_code(self) -> int | None:
+        provisioner = self.manager.provisioner
+        return await provisioner.poll() if provisioner is not None else None
+
+    def _fail_routes(self, reason: str) -> None:
+        if self._died.is_set():
+            return
+        self.exit_reason = reason
+        self.state = KernelState.DEAD
+        self._died.set()
+        for queue in self._routes.values():
+            queue.put_nowait(DIED)
+
+    # -- message routing ---------------------------------------------------------------
+
+    def subscribe(self, msg_id: str) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._routes[msg_id] = queue
+        if self._died.is_set():
+            queue.put_nowait(DIED)
+        return queue
+
+    def unsubscribe(self, msg_id: str) -> None:
+        self._routes.pop(msg_id, None)
+
+    async def _pump(self, name: str, channel: Any) -> None:
+        while True:
+            msg = await channel.get_msg()
+            msg["channel"] = name
+            if name == "iopub" and msg["msg_type"] == "status":
+                self._track_status(msg)
+            parent = msg.get("parent_header", {}).get("msg_id")
+            queue = self._routes.get(parent)
+            if queue is not None:
+                queue.put_nowait(msg)
+
+    def _track_status(self, msg: dict[str, Any]) -> None:
+        if self.state in (KernelState.IDLE, KernelState.BUSY):
+            state = msg["content"].get("execution_state")
+            if state in ("idle", "busy"):
+                self.state = KernelState(state)
+
+    async def request(self, msg_type: str, content: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one shell request and return its reply's content."""
+        if self.is_dead:
+            raise KernelDied(self.exit_reason or "kernel is dead")
+        msg = self.client.session.msg(msg_type, content)
+        queue = self.subscribe(msg["header"]["msg_id"])
+        try:
+            self.client.shell_channel.send(msg)
+            deadline = time.monotonic() + timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    reply = await asyncio.wait_for(queue.get(), max(remaining, 0))
+                except asyncio.TimeoutError:
+                    raise KernelBusyTimeout(
+                        f"{msg_type} got no reply within {timeout:g} s"
+                    ) from None
+                if reply is DIED:
+                    raise KernelDied(self.exit_reason or "kernel died")
+                if reply["channel"] == "shell":
+                    return reply["content"]
+        finally:
+            self.unsubscribe(msg["header"]["msg_id"])
+
+
+def _death_reason(code: int | None) -> str:
+    if code is None:
+        return "the kernel process ended"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory, or killed from outside)" if name == "SIGKILL" else ""
+        return f"the kernel process was killed by {name}{hint}"
+    return f"the kernel process exited with code {code}"

@@ -1,0 +1,95 @@
+"""Turning iopub messages into nbformat outputs, and collecting them as a notebook would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nbformat import NotebookNode
+from nbformat.v4 import new_output, output_from_msg
+
+from .events import ClearOutput, Event, Output, UpdateDisplay
+
+OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error"})
+
+
+def event_from_iopub(msg: dict[str, Any]) -> Event | None:
+    """The event for one iopub message of an execution, or None for messages we skip."""
+    msg_type = msg["msg_type"]
+    content = msg["content"]
+    if msg_type in OUTPUT_TYPES:
+        display_id = content.get("transient", {}).get("display_id")
+        return Output(output_from_msg(msg), display_id)
+    if msg_type == "clear_output":
+        return ClearOutput(wait=bool(content.get("wait", False)))
+    if msg_type == "update_display_data":
+        output = new_output("display_data", data=content["data"], metadata=content["metadata"])
+        return UpdateDisplay(output, content["transient"]["display_id"])
+    return None
+
+
+class OutputCollector:
+    """The outputs of one execution as a notebook ends up showing them.
+
+    Consecutive streams of the same name merge into one output; `clear_output(wait=True)`
+    clears when the next output arrives; `update_display_data` rewrites every output shown
+    under its display id.
+    """
+
+    def __init__(self) -> None:
+        self.outputs: list[NotebookNode] = []
+        self._display_ids: dict[int, str] = {}  # index in outputs -> display id
+        self._clear_pending = False
+
+    def apply(self, event: Event) -> None:
+        if isinstance(event, Output):
+            self._add(event)
+        elif isinstance(event, ClearOutput):
+            if event.wait:
+                self._clear_pending = True
+            else:
+                self._clear()
+        elif isinstance(event, UpdateDisplay):
+            for index, display_id in self._display_ids.items():
+                if display_id == event.display_id:
+                    self.outputs[index]["data"] = event.output["data"]
+                    self.outputs[index]["metadata"] = event.output["metadata"]
+
+    def _clear(self) -> None:
+        self.outputs.clear()
+        self._display_ids.clear()
+        self._clear_pending = False
+
+    def _add(self, event: Output) -> None:
+        if self._clear_pending:
+            self._clear()
+        output = event.output
+        last = self.outputs[-1] if self.outputs else None
+        if (
+            last is not None
+            and output["output_type"] == "stream"
+            and last["output_type"] == "stream"
+            and last["name"] == output["name"]
+        ):
+            last["text"] += output["text"]
+            return
+        # Copy: the event's output is also sent to clients and must not change under them.
+        self.outputs.append(NotebookNode(dict(output)))
+        if event.display_id:
+            self._display_ids[len(self.outputs) - 1] = event.display_id
+
+    def stdout_lines(self) -> list[str]:
+        return self._stream_text("stdout").splitlines()
+
+    def error_lines(self) -> list[str]:
+        lines: list[str] = []
+        for output in self.outputs:
+            if output["output_type"] == "stream" and output["name"] == "stderr":
+                lines.extend(output["text"].splitlines())
+            elif output["output_type"] == "error":
+                lines.append(f"{output['ename']}: {output['evalue']}")
+        return lines
+
+    def _stream_text(self, name: str) -> str:
+        return "".join(
+            o["text"] for o in self.outputs if o["output_type"] == "stream" and o["name"] == name
+        )

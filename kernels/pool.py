@@ -1,0 +1,137 @@
+"""A warm pool: ready kernels per kernelspec, so no request waits for a kernel to boot."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import KernelStartFailed
+from .kernel import Kernel, LaunchOptions
+
+log = logging.getLogger(__name__)
+
+# After a failed start, wait this long before the pool tries again.
+_RETRY_DELAY_S = 1.0
+
+
+@dataclass
+class _Spec:
+    ready: asyncio.Queue[Kernel] = field(default_factory=asyncio.Queue)
+    starting: int = 0
+    waiting: int = 0
+
+
+class KernelPool:
+    """Keeps `size` ready kernels per kernelspec; at most `max_parallel_starts` boot at once.
+
+    A taken kernel belongs to its taker for good: one-shot kernels are thrown away, never
+    returned, so no state can pass from one user to the next.
+    """
+
+    def __init__(
+        self,
+        options_for: Callable[[str], LaunchOptions],
+        size: int = 2,
+        max_parallel_starts: int = 2,
+        acquire_timeout: float = 60.0,
+    ) -> None:
+        self._options_for = options_for
+        self.size = size
+        self.acquire_timeout = acquire_timeout
+        self._starts = asyncio.Semaphore(max(1, max_parallel_starts))
+        self._specs: dict[str, _Spec] = {}
+        self._starting: set[asyncio.Task[None]] = set()
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.in_use = 0
+
+    def warm(self, spec_name: str) -> None:
+        self._refill(spec_name)
+
+    async def acquire(self, spec_name: str) -> Kernel:
+        spec = self._specs.setdefault(spec_name, _Spec())
+        spec.waiting += 1
+        try:
+            self._refill(spec_name)
+            async with asyncio.timeout(self.acquire_timeout):
+                while True:
+                    kernel = await spec.ready.get()
+                    if not kernel.is_dead:
+                        break
+                    self._discard(kernel)  # died while it waited in the pool
+                    self._refill(spec_name)
+        except TimeoutError:
+            raise KernelStartFailed(
+                f"no {spec_name!r} kernel became ready within kernel_acquire_timeout "
+                f"({self.acquire_timeout:g} s)"
+            ) from None
+        finally:
+            spec.waiting -= 1
+        self.in_use += 1
+        self._refill(spec_name)
+        return kernel
+
+    def release(self, kernel: Kernel) -> None:
+        """The taker is done with the kernel: shut it down in the background."""
+        self.in_use -= 1
+        self._discard(kernel)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "ready": sum(s.ready.qsize() for s in self._specs.values()),
+            "starting": sum(s.starting for s in self._specs.values()),
+            "in_use": self.in_use,
+        }
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._starting):
+            task.cancel()
+        await asyncio.gather(*self._starting, *self._stopping, return_exceptions=True)
+        kernels = []
+        for spec in self._specs.values():
+            while not spec.ready.empty():
+                kernels.append(spec.ready.get_nowait())
+        await asyncio.gather(*(k.shutdown() for k in kernels), return_exceptions=True)
+
+    # -- background work ---------------------------------------------------------------
+
+    def _refill(self, spec_name: str) -> None:
+        if self._closed:
+            return
+        spec = self._specs.setdefault(spec_name, _Spec())
+        wanted = self.size + spec.waiting - spec.ready.qsize() - spec.starting
+        for _ in range(max(0, wanted)):
+            spec.starting += 1
+            self._spawn(self._starting, self._start_one(spec_name, spec))
+
+    async def _start_one(self, spec_name: str, spec: _Spec) -> None:
+        try:
+            async with self._starts:
+                kernel = await Kernel.start(spec_name, self._options_for(spec_name))
+        except KernelStartFailed as exc:
+            log.warning("pool: %s", exc)
+            await asyncio.sleep(_RETRY_DELAY_S)
+            spec.starting -= 1
+            self._refill(spec_name)
+            return
+        except BaseException:
+            spec.starting -= 1
+            raise
+        spec.starting -= 1
+        if self._closed:
+            await kernel.shutdown()
+            return
+        spec.ready.put_nowait(kernel)
+
+    def _discard(self, kernel: Kernel) -> None:
+        self._spawn(self._stopping, kernel.shutdown())
+
+    @staticmethod
+    def _spawn(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)

@@ -1,0 +1,202 @@
+"""A session: one kernel that keeps its state between requests, run one request at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from .errors import KernelDied, SessionClosed
+from .events import Event, ExecutionStatus, Finished, SessionNotice
+from .execution import ExecutionLimits, execute
+from .kernel import Kernel
+from .pool import KernelPool
+
+log = logging.getLogger(__name__)
+
+
+class SessionState(str, enum.Enum):
+    IDLE = "idle"
+    BUSY = "busy"
+    RESTARTING = "restarting"
+    CLOSED = "closed"
+
+
+class Request:
+    """One queued or running execution; iterate it for its events, `Finished` last."""
+
+    def __init__(self, code: str, limits: ExecutionLimits, allow_stdin: bool) -> None:
+        self.code = code
+        self.limits = limits
+        self.allow_stdin = allow_stdin
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self.finished: Finished | None = None
+
+    def put(self, event: Event) -> None:
+        if self.finished is not None:
+            return
+        if isinstance(event, Finished):
+            self.finished = event
+        self._events.put_nowait(event)
+
+    def cancel(self, reason: str) -> None:
+        self.put(Finished(ExecutionStatus.CANCELLED, None, reason))
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self._events.get()
+            yield event
+            if isinstance(event, Finished):
+                return
+
+
+Listener = Callable[[SessionNotice], None]
+
+
+class Session:
+    def __init__(
+        self, session_id: str, language: str, spec_name: str, kernel: Kernel, pool: KernelPool
+    ) -> None:
+        self.id = session_id
+        self.language = language
+        self.spec_name = spec_name
+        self.kernel = kernel
+        self._pool = pool
+        self.created = time.time()
+        self.last_activity = self.created
+        self._state = SessionState.IDLE
+        self._queue: deque[Request] = deque()
+        self._wakeup = asyncio.Event()
+        self._current: Request | None = None
+        self._listeners: list[Listener] = []
+        self._worker = asyncio.create_task(self._work())
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    def _set_state(self, state: SessionState, message: str | None = None, lost: bool = False) -> None:
+        self._state = state
+        notice = SessionNotice(state.value, message, lost)
+        for listener in list(self._listeners):
+            listener(notice)
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener` with every session notice; returns the function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def touch(self) -> None:
+        self.last_activity = time.time()
+
+    # -- requests ----------------------------------------------------------------------
+
+    def submit(self, code: str, limits: ExecutionLimits, allow_stdin: bool = False) -> Request:
+        """Queue code to run after every request submitted before it."""
+        if self._state is SessionState.CLOSED:
+            raise SessionClosed(f"session {self.id} is closed")
+        request = Request(code, limits, allow_stdin)
+        self._queue.append(request)
+        self._wakeup.set()
+        self.touch()
+        return request
+
+    async def _work(self) -> None:
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            request = self._queue.popleft()
+            if request.finished is not None:  # cancelled while it waited
+                continue
+            await self._run(request)
+
+    async def _run(self, request: Request) -> None:
+        self._current = request
+        self._set_state(SessionState.BUSY)
+        lost: str | None = None
+        try:
+            async for event in execute(
+                self.kernel, request.code, request.limits, allow_stdin=request.allow_stdin
+            ):
+                if isinstance(event, Finished) and event.kernel_lost:
+                    lost = event.reason
+                request.put(event)
+        except Exception as exc:  # a broken kernel connection must not kill the worker
+            log.exception("session %s: execution failed", self.id)
+            lost = f"the kernel connection failed: {exc}"
+            request.put(Finished(ExecutionStatus.DIED, None, lost, kernel_lost=True))
+        finally:
+            self._current = None
+            self.touch()
+        if lost is not None:
+            await self._replace_kernel(f"{lost}; a new kernel was started and all state was lost")
+        else:
+            self._set_state(SessionState.IDLE)
+
+    # -- control -----------------------------------------------------------------------
+
+    async def interrupt(self) -> None:
+        self.touch()
+        if self._current is not None:
+            await self.kernel.interrupt()
+
+    async def restart(self) -> None:
+        """Fresh kernel, all state gone; the running and queued requests are cancelled."""
+        self.touch()
+        self._worker.cancel()
+        await asyncio.gather(self._worker, return_exceptions=True)
+        reason = "the kernel was restarted"
+        if self._current is not None:
+            self._current.cancel(reason)
+            self._current = None
+        while self._queue:
+            self._queue.popleft().cancel(reason)
+        await self._replace_kernel("the kernel was restarted; all state was lost")
+        self._worker = asyncio.create_task(self._work())
+
+    async def _replace_kernel(self, message: str) -> None:
+        # A ready kernel from the pool is faster than rebooting this one.
+        self._set_state(SessionState.RESTARTING, message, lost=True)
+        old, self.kernel = self.kernel, await self._pool.acquire(self.spec_name)
+        self._pool.release(old)
+        log.info("session %s: kernel replaced", self.id)
+        self._set_state(SessionState.IDLE, message, lost=True)
+
+    def reply_input(self, value: str) -> None:
+        if self.kernel.is_dead:
+            raise KernelDied("the kernel is dead")
+        self.kernel.client.input(value)
+
+    async def complete(self, code: str, cursor_pos: int, timeout: float) -> dict[str, Any]:
+        self.touch()
+        return await self.kernel.request(
+            "complete_request", {"code": code, "cursor_pos": cursor_pos}, timeout
+        )
+
+    async def inspect(
+        self, code: str, cursor_pos: int, detail_level: int, timeout: float
+    ) -> dict[str, Any]:
+        self.touch()
+        content = {"code": code, "cursor_pos": cursor_pos, "detail_level": detail_level}
+        return await self.kernel.request("inspect_request", content, timeout)
+
+    async def close(self) -> None:
+        if self._state is SessionState.CLOSED:
+            return
+        self._set_state(SessionState.CLOSED, "the session was closed")
+        self._worker.cancel()
+        await asyncio.gather(self._worker, return_exceptions=True)
+        reason = "the session was closed"
+        if self._current is not None:
+            self._current.cancel(reason)
+        while self._queue:
+            self._queue.popleft().cancel(reason)
+        self._listeners.clear()
+        self._pool.release(self.kernel)

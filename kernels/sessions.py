@@ -1,0 +1,54 @@
+"""Every live session, by id."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+from .errors import SessionNotFound
+from .languages import Languages
+from .pool import KernelPool
+from .session import Session
+
+log = logging.getLogger(__name__)
+
+
+class SessionManager:
+    def __init__(self, pool: KernelPool, languages: Languages) -> None:
+        self.pool = pool
+        self.languages = languages
+        self._sessions: dict[str, Session] = {}
+
+    async def create(self, language: str | None = None) -> Session:
+        spec_name = self.languages.spec_for(language)
+        kernel = await self.pool.acquire(spec_name)
+        # 128 random bits: a session id is a capability, so it must not be guessable.
+        session_id = secrets.token_urlsafe(16)
+        session = Session(session_id, language or self.languages.default, spec_name, kernel, self.pool)
+        self._sessions[session_id] = session
+        log.info("session %s: created (%s)", session_id, spec_name)
+        return session
+
+    def get(self, session_id: str) -> Session:
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise SessionNotFound(session_id) from None
+
+    def list(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    async def close(self, session_id: str) -> None:
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            raise SessionNotFound(session_id)
+        await session.close()
+        log.info("session %s: closed", session_id)
+
+    async def close_all(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
