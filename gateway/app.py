@@ -9,9 +9,17 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from kernels.errors import KernelError, KernelStartFailed, SessionNotFound, UnknownLanguage
+from kernels.errors import (
+    KernelBusyTimeout,
+    KernelDied,
+    KernelError,
+    KernelStartFailed,
+    SessionClosed,
+    SessionNotFound,
+    UnknownLanguage,
+)
 
-from . import __version__, rest, ws
+from . import __version__, rest, sessions, ws
 from .runtime import Runtime, TimeoutTooLarge
 from .settings import Settings
 
@@ -20,7 +28,10 @@ _STATUS = {
     UnknownLanguage: 400,
     TimeoutTooLarge: 422,
     SessionNotFound: 404,
+    SessionClosed: 409,
+    KernelDied: 409,
     KernelStartFailed: 503,
+    KernelBusyTimeout: 504,
 }
 
 
@@ -45,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
     )
     app.include_router(rest.router)
+    app.include_router(sessions.router)
     app.include_router(ws.router)
 
     async def translate(request: Request, exc: Exception) -> JSONResponse:

@@ -19,6 +19,31 @@ class ExecuteRequest(_Message):
     language: str | None = Field(None, description="language; the default when absent")
     timeout: float | None = Field(None, gt=0, description="wall-clock limit in seconds")
     id: str | None = Field(None, description="echoed in the result")
+    session_id: str | None = Field(None, description="run in this session instead of a fresh kernel")
+    stream: bool = Field(False, description="answer with NDJSON frames as they happen")
+
+
+class SessionExecuteRequest(_Message):
+    """Body of `POST /sessions/{id}/execute`."""
+
+    code: str
+    timeout: float | None = Field(None, gt=0)
+    id: str | None = None
+    stream: bool = False
+
+
+class CreateSession(_Message):
+    language: str | None = Field(None, description="language; the default when absent")
+
+
+class SessionInfo(BaseModel):
+    id: str
+    language: str
+    kernel: str
+    created: str
+    last_activity: str
+    execution_state: str
+    connections: int
 
 
 class ExecuteCode(_Message):
@@ -29,6 +54,18 @@ class ExecuteCode(_Message):
     timeout: float | None = Field(None, gt=0)
     id: str | None = None
     execution_id: str | None = None
+
+
+class InputReply(_Message):
+    value: str
+
+
+class CodeAtCursor(_Message):
+    """Client messages `complete` and `inspect`."""
+
+    code: str
+    cursor_pos: int | None = Field(None, ge=0, description="defaults to the end of code")
+    detail_level: int = Field(0, ge=0, le=1)
 
 
 class ExecutionResult(BaseModel):

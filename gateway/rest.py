@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
-from kernels.execution import execute
+from kernels.execution import ExecutionLimits, execute
 
 from . import __version__
-from .frames import execution_frames, request_ids
+from .frames import Frame, execution_frames, request_ids
 from .models import ApiInfo, ExecuteRequest, ExecutionResult, Health
 from .runtime import Runtime
+from .sessions import run_in_session
+from .streaming import respond, wants_stream
 
 log = logging.getLogger("gateway")
 router = APIRouter()
@@ -30,8 +33,11 @@ async def api_info() -> ApiInfo:
         docs="/docs",
         endpoints={
             "GET /health": "status, connections, sessions, kernels",
-            "POST /execute": "run code once in a fresh kernel",
-            "WS /ws": "a session with a persistent kernel",
+            "POST /execute": "run code once in a fresh kernel (or in a session: session_id)",
+            "POST /sessions": "create a session with a persistent kernel",
+            "GET /sessions": "list sessions",
+            "POST /sessions/{id}/execute": "run code in a session",
+            "WS /ws": "a session over a WebSocket (?session_id= attaches to one)",
         },
     )
 
@@ -39,26 +45,39 @@ async def api_info() -> ApiInfo:
 @router.get("/health", response_model=Health)
 async def health(request: Request) -> Health:
     rt = runtime(request)
-    return Health(
-        connections=rt.connections,
-        sessions=len(rt.sessions),
-        kernels=rt.pool.stats(),
-    )
+    return Health(connections=rt.connections, sessions=len(rt.sessions), kernels=rt.pool.stats())
 
 
-@router.post("/execute", response_model=ExecutionResult, response_model_exclude_none=True)
-async def execute_once(body: ExecuteRequest, request: Request) -> dict:
-    """Run code in a fresh kernel that is thrown away afterwards."""
+@router.post(
+    "/execute",
+    response_model=ExecutionResult,
+    response_model_exclude_none=True,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def execute_once(body: ExecuteRequest, request: Request) -> Response:
+    """Run code in a fresh kernel that is thrown away afterwards; `session_id` runs it in
+    that session instead. `stream: true` (or `Accept: application/x-ndjson`) streams frames."""
     rt = runtime(request)
+    stream = wants_stream(request, body.stream)
+    if body.session_id is not None:
+        return await run_in_session(rt, body.session_id, body, stream)
     spec_name = rt.languages.spec_for(body.language)
     limits = rt.limits(body.timeout)
+    return await respond(_one_shot(rt, spec_name, body, limits), stream)
+
+
+async def _one_shot(
+    rt: Runtime, spec_name: str, body: ExecuteRequest, limits: ExecutionLimits
+) -> AsyncIterator[Frame]:
     started = time.monotonic()
     kernel = await rt.pool.acquire(spec_name)
+    frame: Frame = {}
     try:
-        frames = execution_frames(execute(kernel, body.code, limits), request_ids(body.id, None), started)
-        async for frame in frames:
-            pass
+        # No stdin: input() raises at once instead of waiting for an answer nobody can give.
+        events = execute(kernel, body.code, limits, allow_stdin=False)
+        async for frame in execution_frames(events, request_ids(body.id, None), started):
+            yield frame
     finally:
+        # Thrown away, never reused; a client that left mid-stream also ends up here.
         rt.pool.release(kernel)
-    log.info("one-shot %s: %s in %.3f s", spec_name, frame["status"], frame["execution_time"])
-    return frame
+        log.info("one-shot %s: %s", spec_name, frame.get("status", "abandoned"))

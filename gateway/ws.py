@@ -12,12 +12,12 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from kernels.errors import KernelError, UnknownLanguage
+from kernels.errors import KernelError, SessionNotFound, UnknownLanguage
 from kernels.events import SessionNotice
 from kernels.session import Session
 
 from .frames import Frame, execution_frames, notice_frame, request_ids
-from .models import ExecuteCode
+from .models import CodeAtCursor, ExecuteCode, InputReply
 from .runtime import Runtime, TimeoutTooLarge
 
 log = logging.getLogger("gateway")
@@ -41,6 +41,7 @@ class Connection:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sender = asyncio.create_task(self._send_loop())
         self._unlisten = session.listen(self._on_notice)
+        self.close_requested = False
 
     async def send(self, frame: Frame) -> None:
         await self._outbox.put(frame)
@@ -49,11 +50,19 @@ class Connection:
         if notice.state in ("busy", "idle") and not notice.message:
             return  # per-request status frames already say this
         self._spawn(self.send(notice_frame(notice)))
+        if notice.state == "closed":  # closed from elsewhere, e.g. DELETE /sessions/{id}
+            self.close_requested = True
+            self._spawn(self._close_socket())
+
+    async def _close_socket(self) -> None:
+        await self._outbox.join()
+        await self.ws.close(code=1000, reason="session closed")
 
     async def _send_loop(self) -> None:
         try:
             while (frame := await self._outbox.get()) is not _CLOSE:
                 await self.ws.send_text(json.dumps(frame))
+                self._outbox.task_done()
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # the socket went away; the receive loop notices and cleans up
 
@@ -69,6 +78,8 @@ class Connection:
 
     async def receive_loop(self) -> None:
         while True:
+            if self.close_requested:
+                return
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
@@ -127,6 +138,60 @@ class Connection:
     async def on_ping(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         await self.send({"type": "pong", **ids})
 
+    async def on_interrupt(self, data: dict[str, Any], ids: dict[str, str]) -> None:
+        await self.session.interrupt()
+
+    async def on_restart(self, data: dict[str, Any], ids: dict[str, str]) -> None:
+        # In the background: frames about the cancelled requests and the restart
+        # notices must keep flowing while the new kernel is fetched.
+        self._spawn(self._guard(self.session.restart(), ids))
+
+    async def on_input_reply(self, data: dict[str, Any], ids: dict[str, str]) -> None:
+        self.session.reply_input(InputReply.model_validate(data).value)
+
+    async def on_complete(self, data: dict[str, Any], ids: dict[str, str]) -> None:
+        msg = CodeAtCursor.model_validate(data)
+        self._spawn(self._guard(self._complete(msg, ids), ids))
+
+    async def _complete(self, msg: CodeAtCursor, ids: dict[str, str]) -> None:
+        cursor = len(msg.code) if msg.cursor_pos is None else msg.cursor_pos
+        reply = await self.session.complete(msg.code, cursor, self.runtime.settings.request_timeout)
+        await self.send({
+            "type": "completion",
+            **ids,
+            "matches": reply.get("matches", []),
+            "cursor_start": reply.get("cursor_start", cursor),
+            "cursor_end": reply.get("cursor_end", cursor),
+            "metadata": reply.get("metadata", {}),
+        })
+
+    async def on_inspect(self, data: dict[str, Any], ids: dict[str, str]) -> None:
+        msg = CodeAtCursor.model_validate(data)
+        self._spawn(self._guard(self._inspect(msg, ids), ids))
+
+    async def _inspect(self, msg: CodeAtCursor, ids: dict[str, str]) -> None:
+        cursor = len(msg.code) if msg.cursor_pos is None else msg.cursor_pos
+        timeout = self.runtime.settings.request_timeout
+        reply = await self.session.inspect(msg.code, cursor, msg.detail_level, timeout)
+        await self.send({
+            "type": "inspection",
+            **ids,
+            "found": reply.get("found", False),
+            "data": reply.get("data", {}),
+            "metadata": reply.get("metadata", {}),
+        })
+
+    async def _guard(self, work: Awaitable[None], ids: dict[str, str]) -> None:
+        """Run background work for a client message; its failure becomes an error frame."""
+        try:
+            await work
+        except KernelError as exc:
+            await self.error(str(exc), ids)
+
+    async def on_close_session(self, data: dict[str, Any], ids: dict[str, str]) -> None:
+        self.close_requested = True
+        await self._close_socket()
+
     # -- teardown ----------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -146,6 +211,12 @@ HANDLERS: dict[str, Handler] = {
     "execute_code": Connection.on_execute,
     "execute": Connection.on_execute,
     "ping": Connection.on_ping,
+    "interrupt": Connection.on_interrupt,
+    "restart": Connection.on_restart,
+    "input_reply": Connection.on_input_reply,
+    "complete": Connection.on_complete,
+    "inspect": Connection.on_inspect,
+    "close_session": Connection.on_close_session,
 }
 
 
@@ -161,30 +232,44 @@ def _describe(exc: ValidationError) -> str:
 
 @router.websocket("/ws")
 async def websocket_session(ws: WebSocket) -> None:
+    """A session per socket; `?session_id=` attaches to an existing one instead.
+
+    A session the socket created ends with it; one it attached to lives on.
+    """
     runtime: Runtime = ws.app.state.runtime
     await ws.accept()
-    language = ws.query_params.get("language")
+    session_id = ws.query_params.get("session_id")
     try:
-        session = await runtime.sessions.create(language)
+        if session_id is not None:
+            session, owned = runtime.sessions.get(session_id), False
+        else:
+            session, owned = await runtime.sessions.create(ws.query_params.get("language")), True
     except KernelError as exc:
-        await ws.send_text(json.dumps({"type": "error", "message": str(exc)}))
-        # 4400: the request was bad; 1013: try again later (no kernel could be had).
-        code = 4400 if isinstance(exc, UnknownLanguage) else 1013
-        await ws.close(code=code, reason=str(exc)[:120])
+        await _refuse(ws, exc)
         return
     runtime.connections += 1
+    session.connections += 1
     conn = Connection(ws, runtime, session)
     log.info("session %s: socket connected", session.id)
     try:
-        await conn.send(_session_frame(session, resumed=False))
+        await conn.send(_session_frame(session, resumed=not owned))
         await conn.receive_loop()
     except WebSocketDisconnect:
         pass
     finally:
         runtime.connections -= 1
+        session.connections -= 1
         await conn.close()
-        await runtime.sessions.close(session.id)
+        if owned or conn.close_requested:
+            await runtime.sessions.discard(session.id)
         log.info("session %s: socket closed", session.id)
+
+
+async def _refuse(ws: WebSocket, exc: KernelError) -> None:
+    await ws.send_text(json.dumps({"type": "error", "message": str(exc)}))
+    # 4404: no such session; 4400: a bad request; 1013: try again later (no kernel to be had)
+    code = 4404 if isinstance(exc, SessionNotFound) else 4400 if isinstance(exc, UnknownLanguage) else 1013
+    await ws.close(code=code, reason=str(exc)[:120])
 
 
 def _session_frame(session: Session, resumed: bool) -> Frame:

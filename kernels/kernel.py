@@ -77,6 +77,7 @@ class Kernel:
         self._routes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._died = asyncio.Event()
+        self._subshell: asyncio.Task[str | None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -119,6 +120,7 @@ class Kernel:
             "iopub": self.client.iopub_channel,
             "shell": self.client.shell_channel,
             "stdin": self.client.stdin_channel,
+            "control": self.client.control_channel,
         }
         self._tasks = [asyncio.create_task(self._pump(n, c)) for n, c in channels.items()]
         self._tasks.append(asyncio.create_task(self._watch_death()))
@@ -236,14 +238,24 @@ class Kernel:
             if state in ("idle", "busy"):
                 self.state = KernelState(state)
 
-    async def request(self, msg_type: str, content: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Send one shell request and return its reply's content."""
+    async def request(
+        self,
+        msg_type: str,
+        content: dict[str, Any],
+        timeout: float,
+        *,
+        channel: str = "shell",
+        subshell_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Send one shell or control request and return its reply's content."""
         if self.is_dead:
             raise KernelDied(self.exit_reason or "kernel is dead")
         msg = self.client.session.msg(msg_type, content)
+        if subshell_id is not None:
+            msg["header"]["subshell_id"] = subshell_id
         queue = self.subscribe(msg["header"]["msg_id"])
         try:
-            self.client.shell_channel.send(msg)
+            getattr(self.client, f"{channel}_channel").send(msg)
             deadline = time.monotonic() + timeout
             while True:
                 remaining = deadline - time.monotonic()
@@ -255,10 +267,31 @@ class Kernel:
                     ) from None
                 if reply is DIED:
                     raise KernelDied(self.exit_reason or "kernel died")
-                if reply["channel"] == "shell":
+                if reply["channel"] == channel:
                     return reply["content"]
         finally:
             self.unsubscribe(msg["header"]["msg_id"])
+
+
+    async def request_beside(self, msg_type: str, content: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """A shell request that need not wait for a running execution.
+
+        Kernels with subshells (JEP 91, ipykernel 7) answer it on a subshell of its own at
+        once; others answer it on the main shell after the running execution.
+        """
+        if self._subshell is None:
+            self._subshell = asyncio.create_task(self._create_subshell(timeout))
+        subshell_id = await asyncio.shield(self._subshell)
+        return await self.request(msg_type, content, timeout, subshell_id=subshell_id)
+
+    async def _create_subshell(self, timeout: float) -> str | None:
+        if "kernel subshells" not in self.info.get("supported_features", []):
+            return None
+        try:
+            reply = await self.request("create_subshell_request", {}, timeout, channel="control")
+        except KernelBusyTimeout:
+            return None
+        return reply.get("subshell_id")
 
 
 def _death_reason(code: int | None) -> str:

@@ -19,6 +19,10 @@ from .pool import KernelPool
 log = logging.getLogger(__name__)
 
 
+_INTERRUPT_ATTEMPTS = 5
+_INTERRUPT_RETRY_S = 0.4
+
+
 class SessionState(str, enum.Enum):
     IDLE = "idle"
     BUSY = "busy"
@@ -35,12 +39,14 @@ class Request:
         self.allow_stdin = allow_stdin
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self.finished: Finished | None = None
+        self.done = asyncio.Event()
 
     def put(self, event: Event) -> None:
         if self.finished is not None:
             return
         if isinstance(event, Finished):
             self.finished = event
+            self.done.set()
         self._events.put_nowait(event)
 
     def cancel(self, reason: str) -> None:
@@ -68,11 +74,14 @@ class Session:
         self._pool = pool
         self.created = time.time()
         self.last_activity = self.created
+        self.connections = 0  # clients attached to it now
         self._state = SessionState.IDLE
         self._queue: deque[Request] = deque()
         self._wakeup = asyncio.Event()
         self._current: Request | None = None
         self._listeners: list[Listener] = []
+        self._stop_reason = "cancelled"
+        self._interrupting: asyncio.Task[None] | None = None
         self._worker = asyncio.create_task(self._work())
 
     # -- state -------------------------------------------------------------------------
@@ -128,6 +137,9 @@ class Session:
                 if isinstance(event, Finished) and event.kernel_lost:
                     lost = event.reason
                 request.put(event)
+        except asyncio.CancelledError:  # restart or close: they say why
+            request.cancel(self._stop_reason)
+            raise
         except Exception as exc:  # a broken kernel connection must not kill the worker
             log.exception("session %s: execution failed", self.id)
             lost = f"the kernel connection failed: {exc}"
@@ -143,23 +155,42 @@ class Session:
     # -- control -----------------------------------------------------------------------
 
     async def interrupt(self) -> None:
+        """Interrupt the running request, if any; queued ones still run after it."""
         self.touch()
-        if self._current is not None:
-            await self.kernel.interrupt()
+        request = self._current
+        if request is not None and self._interrupting is None:
+            self._interrupting = asyncio.create_task(self._interrupt(request))
+
+    async def _interrupt(self, request: Request) -> None:
+        # ipykernel ignores SIGINT between publishing `busy` and starting the code, so one
+        # interrupt sent at the very start of a run can be lost: repeat it while it runs.
+        try:
+            for _ in range(_INTERRUPT_ATTEMPTS):
+                if self._current is not request:
+                    return
+                await self.kernel.interrupt()
+                try:
+                    await asyncio.wait_for(request.done.wait(), _INTERRUPT_RETRY_S)
+                    return
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self._interrupting = None
 
     async def restart(self) -> None:
         """Fresh kernel, all state gone; the running and queued requests are cancelled."""
         self.touch()
-        self._worker.cancel()
-        await asyncio.gather(self._worker, return_exceptions=True)
-        reason = "the kernel was restarted"
-        if self._current is not None:
-            self._current.cancel(reason)
-            self._current = None
-        while self._queue:
-            self._queue.popleft().cancel(reason)
+        await self._stop_worker("the kernel was restarted")
         await self._replace_kernel("the kernel was restarted; all state was lost")
         self._worker = asyncio.create_task(self._work())
+
+    async def _stop_worker(self, reason: str) -> None:
+        """Cancel the running request and every queued one, saying why."""
+        self._stop_reason = reason
+        self._worker.cancel()
+        await asyncio.gather(self._worker, return_exceptions=True)
+        while self._queue:
+            self._queue.popleft().cancel(reason)
 
     async def _replace_kernel(self, message: str) -> None:
         # A ready kernel from the pool is faster than rebooting this one.
@@ -176,7 +207,7 @@ class Session:
 
     async def complete(self, code: str, cursor_pos: int, timeout: float) -> dict[str, Any]:
         self.touch()
-        return await self.kernel.request(
+        return await self.kernel.request_beside(
             "complete_request", {"code": code, "cursor_pos": cursor_pos}, timeout
         )
 
@@ -185,18 +216,12 @@ class Session:
     ) -> dict[str, Any]:
         self.touch()
         content = {"code": code, "cursor_pos": cursor_pos, "detail_level": detail_level}
-        return await self.kernel.request("inspect_request", content, timeout)
+        return await self.kernel.request_beside("inspect_request", content, timeout)
 
     async def close(self) -> None:
         if self._state is SessionState.CLOSED:
             return
         self._set_state(SessionState.CLOSED, "the session was closed")
-        self._worker.cancel()
-        await asyncio.gather(self._worker, return_exceptions=True)
-        reason = "the session was closed"
-        if self._current is not None:
-            self._current.cancel(reason)
-        while self._queue:
-            self._queue.popleft().cancel(reason)
+        await self._stop_worker("the session was closed")
         self._listeners.clear()
         self._pool.release(self.kernel)

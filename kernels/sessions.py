@@ -46,6 +46,11 @@ class SessionManager:
         await session.close()
         log.info("session %s: closed", session_id)
 
+    async def discard(self, session_id: str) -> None:
+        """Close the session if it is still there (another client may have closed it)."""
+        if session_id in self._sessions:
+            await self.close(session_id)
+
     async def close_all(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)

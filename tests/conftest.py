@@ -138,11 +138,11 @@ class Client:
             if predicate(frame):
                 return frames
 
-    async def run(self, code: str, id: str = "r", timeout: float = 60, **extra: Any) -> list[dict[str, Any]]:
+    async def run(self, code: str, id: str = "r", wait: float = 60, **extra: Any) -> list[dict[str, Any]]:
         """Execute and return every frame about `id` through its execution_result."""
         await self.send({"type": "execute_code", "code": code, "id": id, **extra})
         frames = await self.until(
-            lambda f: f.get("type") == "execution_result" and f.get("id") == id, timeout
+            lambda f: f.get("type") == "execution_result" and f.get("id") == id, wait
         )
         return [f for f in frames if f.get("id") == id]
 

@@ -1,0 +1,96 @@
+"""Sessions over REST: create, list, inspect, run code in, interrupt, restart, delete."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, Request, Response
+
+from kernels.session import Session
+
+from .frames import execution_frames, request_ids
+from .models import CreateSession, ExecuteRequest, ExecutionResult, SessionExecuteRequest, SessionInfo
+from .runtime import Runtime
+from .streaming import respond, wants_stream
+
+router = APIRouter(prefix="/sessions", tags=["sessions"])
+
+
+def _runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def session_info(session: Session) -> SessionInfo:
+    return SessionInfo(
+        id=session.id,
+        language=session.language,
+        kernel=session.spec_name,
+        created=_iso(session.created),
+        last_activity=_iso(session.last_activity),
+        execution_state=session.state.value,
+        connections=session.connections,
+    )
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
+
+
+@router.post("", response_model=SessionInfo, status_code=201)
+async def create_session(request: Request, body: CreateSession | None = None) -> SessionInfo:
+    session = await _runtime(request).sessions.create(body.language if body else None)
+    return session_info(session)
+
+
+@router.get("", response_model=list[SessionInfo])
+async def list_sessions(request: Request) -> list[SessionInfo]:
+    return [session_info(s) for s in _runtime(request).sessions.list()]
+
+
+@router.get("/{session_id}", response_model=SessionInfo)
+async def get_session(session_id: str, request: Request) -> SessionInfo:
+    return session_info(_runtime(request).sessions.get(session_id))
+
+
+@router.delete("/{session_id}", status_code=204)
+async def delete_session(session_id: str, request: Request) -> Response:
+    await _runtime(request).sessions.close(session_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{session_id}/execute",
+    response_model=ExecutionResult,
+    response_model_exclude_none=True,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def execute_in_session(session_id: str, body: SessionExecuteRequest, request: Request) -> Response:
+    """Run code in the session (state kept); queued behind whatever it is running."""
+    rt = _runtime(request)
+    return await run_in_session(rt, session_id, body, wants_stream(request, body.stream))
+
+
+@router.post("/{session_id}/interrupt", response_model=SessionInfo)
+async def interrupt_session(session_id: str, request: Request) -> SessionInfo:
+    session = _runtime(request).sessions.get(session_id)
+    await session.interrupt()
+    return session_info(session)
+
+
+@router.post("/{session_id}/restart", response_model=SessionInfo)
+async def restart_session(session_id: str, request: Request) -> SessionInfo:
+    session = _runtime(request).sessions.get(session_id)
+    await session.restart()
+    return session_info(session)
+
+
+async def run_in_session(
+    rt: Runtime, session_id: str, body: ExecuteRequest | SessionExecuteRequest, stream: bool
+) -> Response:
+    session = rt.sessions.get(session_id)
+    limits = rt.limits(body.timeout)
+    started = time.monotonic()
+    # No stdin over plain HTTP: nobody could answer an input() prompt.
+    request = session.submit(body.code, limits, allow_stdin=False)
+    return await respond(execution_frames(request, request_ids(body.id, None), started), stream)
