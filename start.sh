@@ -36,13 +36,13 @@ ensure_debian_packages() {
 
 # Install only when the lock or the project metadata changed since the last install.
 ensure_venv() {
-  local want
-  want=$(cat requirements.lock pyproject.toml "$@" | sha256sum | cut -d' ' -f1)
+  local lock=${1:-requirements.lock} want
+  want=$(cat "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ]; then return; fi
   ensure_uv
   [ -x "$VENV/bin/python" ] || "${UV[@]}" venv --quiet --python "$PYTHON" "$VENV"
   log "installing pinned dependencies"
-  "${UV[@]}" pip sync --quiet --python "$VENV/bin/python" --require-hashes requirements.lock "$@"
+  "${UV[@]}" pip sync --quiet --python "$VENV/bin/python" --require-hashes "$lock"
   "${UV[@]}" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
   echo "$want" >"$STAMP"
 }
@@ -56,7 +56,7 @@ case "${1:-}" in
     ;;
   bench)
     shift
-    ensure_venv requirements-bench.lock
+    ensure_venv requirements-bench.lock  # the lock plus the peer we measure against
     exec "$VENV/bin/python" -m tests.bench "$@"
     ;;
   *)

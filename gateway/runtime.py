@@ -5,6 +5,7 @@ from __future__ import annotations
 from kernels.execution import ExecutionLimits
 from kernels.kernel import LaunchOptions
 from kernels.languages import Languages
+from kernels.outputs import warm_output_validation
 from kernels.pool import KernelPool
 from kernels.sessions import SessionManager
 
@@ -29,7 +30,12 @@ class Runtime:
         self.connections = 0
 
     def launch_options(self, spec_name: str) -> LaunchOptions:
-        return LaunchOptions(startup_timeout=self.settings.kernel_startup_timeout)
+        return LaunchOptions(
+            startup_timeout=self.settings.kernel_startup_timeout,
+            # History in memory: IPython's default SQLite file in $HOME would be shared by
+            # every kernel of the same user, so `%history -g` could show others' code.
+            extra_arguments=["--HistoryManager.hist_file=:memory:"],
+        )
 
     def limits(self, timeout: float | None) -> ExecutionLimits:
         s = self.settings
@@ -44,6 +50,7 @@ class Runtime:
         )
 
     def start(self) -> None:
+        warm_output_validation()
         for spec_name in set(self.languages.specs.values()):
             self.pool.warm(spec_name)
 

@@ -125,6 +125,7 @@ class Kernel:
         self._tasks = [asyncio.create_task(self._pump(n, c)) for n, c in channels.items()]
         self._tasks.append(asyncio.create_task(self._watch_death()))
         await self._wait_ready()
+        await self.warm_up()
 
     async def _wait_ready(self) -> None:
         """Ready means kernel_info answered and iopub delivered a message.
@@ -159,6 +160,19 @@ class Kernel:
             if got_reply and got_iopub:
                 self.state = KernelState.IDLE
                 return
+
+    async def warm_up(self) -> None:
+        """Run a throw-away cell that leaves no history, so the user's first cell does not
+        pay IPython's first-execution costs. Bounded by the caller's `startup_timeout`."""
+        content = {"code": "1", "silent": False, "store_history": False, "allow_stdin": False}
+        msg = self.client.session.msg("execute_request", content)
+        queue = self.subscribe(msg["header"]["msg_id"])
+        try:
+            self.client.shell_channel.send(msg)
+            while (reply := await queue.get()) is not DIED and reply["channel"] != "shell":
+                pass
+        finally:
+            self.unsubscribe(msg["header"]["msg_id"])
 
     async def interrupt(self) -> None:
         if self.is_dead:

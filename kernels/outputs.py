@@ -93,3 +93,9 @@ class OutputCollector:
         return "".join(
             o["text"] for o in self.outputs if o["output_type"] == "stream" and o["name"] == name
         )
+
+
+def warm_output_validation() -> None:
+    """nbformat compiles its schema validator on first use (tens of ms): pay that at start-up,
+    not in a user's first request."""
+    new_output("stream", name="stdout", text="")

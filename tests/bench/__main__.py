@@ -1,0 +1,260 @@
+"""`./start.sh bench`: ours beside raw jupyter_client and Jupyter Kernel Gateway, one run.
+
+Every figure is measured in this run, on this machine, next to its baselines; the ratios are
+what to read, since the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import servers
+from .drivers import KGSession, OursSession, RawSession, Run, ours_one_shot
+
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+PRINT_LOOP = "for i in range(100000): print(i)"
+PRINTED = "".join(f"{i}\n" for i in range(100000))
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def timed(coro: Any) -> float:
+    start = time.perf_counter()
+    await coro
+    return time.perf_counter() - start
+
+
+async def wait_pool_ready(http: httpx.AsyncClient, size: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while (await http.get("/health")).json()["kernels"]["ready"] < size:
+        if time.monotonic() > deadline:
+            raise RuntimeError("pool did not refill")
+        await asyncio.sleep(0.05)
+
+
+# -- rows ------------------------------------------------------------------------------
+
+
+async def warm_round_trip(open_session: Any, runs: int) -> dict[str, float]:
+    session = await open_session()
+    try:
+        for _ in range(50):
+            await session.run("1+1")
+        times = [await timed(session.run("1+1")) for _ in range(runs)]
+    finally:
+        await session.close()
+    return {"p50_ms": pct(times, 0.5) * 1000, "p99_ms": pct(times, 0.99) * 1000}
+
+
+async def session_to_first_result(open_session: Any, runs: int, between: Any = None) -> float:
+    times = []
+    for _ in range(runs):
+        if between is not None:
+            await between()
+        start = time.perf_counter()
+        session = await open_session()
+        await session.run("1+1")
+        times.append(time.perf_counter() - start)
+        await session.close()
+    return pct(times, 0.5) * 1000
+
+
+async def print_loop(open_session: Any) -> dict[str, Any]:
+    session = await open_session()
+    try:
+        await session.run("1+1")
+        start = time.perf_counter()
+        run: Run = await session.run(PRINT_LOOP)
+        elapsed = time.perf_counter() - start
+    finally:
+        await session.close()
+    text = "".join(run.text)
+    return {
+        "seconds": elapsed,
+        "delivered_pct": 100 * len(text) / len(PRINTED),
+        "in_order": text == PRINTED,
+        "frames": run.frames,
+    }
+
+
+async def concurrent(
+    open_session: Any, sessions: int, seconds: float, rss: Any = None, settle: Any = None
+) -> dict[str, Any]:
+    opened = await asyncio.gather(*(open_session() for _ in range(sessions)), return_exceptions=True)
+    live = [s for s in opened if not isinstance(s, BaseException)]
+    if settle is not None:  # measure the steady state, not the pool refilling behind it
+        await settle()
+    failed = len(opened) - len(live)
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+
+    async def loop(session: Any) -> None:
+        while time.monotonic() < stop:
+            latencies.append(await timed(session.run("1+1")))
+
+    await asyncio.gather(*(loop(s) for s in live))
+    result = {
+        "executes_per_s": len(latencies) / seconds,
+        "p99_ms": pct(latencies, 0.99) * 1000 if latencies else float("nan"),
+        "failed_starts": failed,
+    }
+    if rss is not None:
+        result.update(rss())
+    await asyncio.gather(*(s.close() for s in live), return_exceptions=True)
+    return result
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    ours = servers.ours(pool_size=2)
+    kg = servers.kernel_gateway()
+    try:
+        async with httpx.AsyncClient(base_url=ours.url, timeout=120) as http, \
+                httpx.AsyncClient(base_url=kg.url, timeout=120) as kg_http:
+            open_ours = lambda: OursSession.open(ours.ws_url)  # noqa: E731
+            open_raw = RawSession.open
+            open_kg = lambda: KGSession.open(kg_http, kg.ws_url)  # noqa: E731
+            refill = lambda: wait_pool_ready(http, 2)  # noqa: E731
+
+            step("1 warm round trip")
+            results["1_warm_round_trip"] = {
+                "ours": await warm_round_trip(open_ours, args.runs),
+                "raw": await warm_round_trip(open_raw, args.runs),
+                "kg": await warm_round_trip(open_kg, args.runs),
+            }
+            step("2 new session to first result")
+            results["2_session_to_first_result_ms"] = {
+                "ours": await session_to_first_result(open_ours, args.starts, refill),
+                "raw": await session_to_first_result(open_raw, args.starts),
+                "kg": await session_to_first_result(open_kg, args.starts),
+            }
+            step("3 one-shot")
+
+            async def kg_one_shot() -> None:
+                session = await open_kg()
+                await session.run("print(1)")
+                await session.close()
+
+            ours_times, kg_times = [], []
+            for _ in range(args.starts):
+                await refill()
+                ours_times.append(await timed(ours_one_shot(http, "print(1)")))
+                kg_times.append(await timed(kg_one_shot()))
+            results["3_one_shot_p50_ms"] = {
+                "ours": pct(ours_times, 0.5) * 1000,
+                "raw_warm_round_trip": results["1_warm_round_trip"]["raw"]["p50_ms"],
+                "kg": pct(kg_times, 0.5) * 1000,
+            }
+            step("4 print loop")
+            await refill()
+            results["4_print_100k"] = {
+                "ours": await print_loop(open_ours),
+                "raw": await print_loop(open_raw),
+                "kg": await print_loop(open_kg),
+            }
+            step(f"5 {args.sessions} concurrent sessions")
+            await refill()
+
+            def ours_rss() -> dict[str, Any]:
+                kernels = ours.kernel_rss()
+                return {"gateway_rss_mb": ours.rss() / 2**20,
+                        "kernel_rss_mb": statistics.median(kernels) / 2**20 if kernels else 0}
+
+            def kg_rss() -> dict[str, Any]:
+                kernels = kg.kernel_rss()
+                return {"gateway_rss_mb": kg.rss() / 2**20,
+                        "kernel_rss_mb": statistics.median(kernels) / 2**20 if kernels else 0}
+
+            results["5_concurrent"] = {
+                "ours": await concurrent(open_ours, args.sessions, args.seconds, ours_rss, refill),
+                "raw": await concurrent(open_raw, args.sessions, args.seconds),
+                "kg": await concurrent(open_kg, args.sessions, args.seconds, kg_rss),
+            }
+    finally:
+        ours.stop()
+        kg.stop()
+    return results
+
+
+def step(name: str) -> None:
+    print(f"[bench] {name} ...", flush=True)
+
+
+# -- the table -------------------------------------------------------------------------
+
+
+def table(r: dict[str, Any]) -> str:
+    rows: list[tuple[str, Any, Any, Any]] = []
+    w = r["1_warm_round_trip"]
+    rows.append(("1 warm 1+1 round trip p50 (ms)", w["ours"]["p50_ms"], w["raw"]["p50_ms"], w["kg"]["p50_ms"]))
+    rows.append(("1 warm 1+1 round trip p99 (ms)", w["ours"]["p99_ms"], w["raw"]["p99_ms"], w["kg"]["p99_ms"]))
+    s = r["2_session_to_first_result_ms"]
+    rows.append(("2 new session -> first result p50 (ms)", s["ours"], s["raw"], s["kg"]))
+    o = r["3_one_shot_p50_ms"]
+    rows.append(("3 one-shot print(1) p50 (ms) [raw: row 1 p50]", o["ours"], o["raw_warm_round_trip"], o["kg"]))
+    p = r["4_print_100k"]
+    rows.append(("4 print 100k: time to result (s)", p["ours"]["seconds"], p["raw"]["seconds"], p["kg"]["seconds"]))
+    rows.append(("4 print 100k: bytes delivered (%)", p["ours"]["delivered_pct"], p["raw"]["delivered_pct"], p["kg"]["delivered_pct"]))
+    rows.append(("4 print 100k: in order", p["ours"]["in_order"], p["raw"]["in_order"], p["kg"]["in_order"]))
+    rows.append(("4 print 100k: frames received", p["ours"]["frames"], p["raw"]["frames"], p["kg"]["frames"]))
+    c = r["5_concurrent"]
+    rows.append(("5 concurrent: executes/s", c["ours"]["executes_per_s"], c["raw"]["executes_per_s"], c["kg"]["executes_per_s"]))
+    rows.append(("5 concurrent: p99 latency (ms)", c["ours"]["p99_ms"], c["raw"]["p99_ms"], c["kg"]["p99_ms"]))
+    rows.append(("5 concurrent: failed starts", c["ours"]["failed_starts"], c["raw"]["failed_starts"], c["kg"]["failed_starts"]))
+    rows.append(("6 gateway RSS, sessions open (MB)", c["ours"]["gateway_rss_mb"], None, c["kg"]["gateway_rss_mb"]))
+    rows.append(("6 kernel RSS, median (MB)", c["ours"]["kernel_rss_mb"], None, c["kg"]["kernel_rss_mb"]))
+    head = f"| {'measure':48} | {'ours':>9} | {'raw jc':>9} | {'kernel gw':>9} | {'ours/raw':>8} | {'ours/kg':>8} |"
+    lines = [head, "|" + "|".join("-" * (len(c) ) for c in head.split("|")[1:-1]) + "|"]
+    for name, ours, raw, kg in rows:
+        lines.append(f"| {name:48} | {_fmt(ours):>9} | {_fmt(raw):>9} | {_fmt(kg):>9} | {_ratio(ours, raw):>8} | {_ratio(ours, kg):>8} |")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, int):
+        return str(v)
+    return f"{v:.2f}" if v < 100 else f"{v:.0f}"
+
+
+def _ratio(a: Any, b: Any) -> str:
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None or not b:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="./start.sh bench", description=__doc__)
+    parser.add_argument("--runs", type=int, default=1000, help="round trips in row 1")
+    parser.add_argument("--starts", type=int, default=20, help="new sessions in rows 2 and 3")
+    parser.add_argument("--sessions", type=int, default=50, help="concurrent sessions in row 5")
+    parser.add_argument("--seconds", type=float, default=10, help="duration of row 5")
+    args = parser.parse_args()
+    started = time.monotonic()
+    results = asyncio.run(main(args))
+    results["bench_seconds"] = time.monotonic() - started
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    print(table(results))
+    print(f"\n(whole run {results['bench_seconds']:.0f} s; JSON in {RESULTS})")
+
+
+if __name__ == "__main__":
+    cli()

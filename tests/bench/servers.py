@@ -1,0 +1,77 @@
+"""The servers under measurement, each on a free loopback port: ours and Kernel Gateway."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.conftest import ROOT, free_port
+
+
+class Server:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int) -> None:
+        self.name = name
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}"
+        self.log = Path(f"/tmp/bench-{name}-{port}.log")
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        self._wait(60)
+
+    def _wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                httpx.get(self.url + "/api" if self.name == "kernel_gateway" else self.url + "/health", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not come up")
+
+    def rss(self) -> int:
+        return psutil.Process(self.proc.pid).memory_info().rss
+
+    def kernel_rss(self) -> list[int]:
+        out = []
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                out.append(child.memory_info().rss)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                for child in psutil.Process(self.proc.pid).children(recursive=True):
+                    child.kill()
+                self.proc.kill()
+
+
+def ours(pool_size: int = 2) -> Server:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(GATEWAY_PORT=str(port), GATEWAY_POOL_SIZE=str(pool_size), GATEWAY_LOG_LEVEL="warning")
+    return Server("ours", [sys.executable, "-m", "gateway"], env, port)
+
+
+def kernel_gateway() -> Server:
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "kernel_gateway",
+        f"--KernelGatewayApp.port={port}", "--KernelGatewayApp.ip=127.0.0.1",
+        "--KernelGatewayApp.log_level=WARN",
+    ]
+    return Server("kernel_gateway", argv, dict(os.environ), port)
