@@ -7,7 +7,6 @@ cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
-STAMP=$VENV/.installed
 
 log() { echo "start.sh: $*" >&2; }
 
@@ -34,33 +33,36 @@ ensure_debian_packages() {
   fi
 }
 
-# Install only when the lock or the project metadata changed since the last install.
+# ensure_venv DIR LOCK [--project]: DIR holds exactly LOCK's pins (and this project).
+# Nothing is installed when neither the lock nor the project metadata changed.
 ensure_venv() {
-  local lock=${1:-requirements.lock} want
+  local venv=$1 lock=$2 project=${3:-} want
   want=$(cat "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
-  if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ]; then return; fi
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.installed" 2>/dev/null)" = "$want" ]; then return; fi
   ensure_uv
-  [ -x "$VENV/bin/python" ] || "${UV[@]}" venv --quiet --python "$PYTHON" "$VENV"
-  log "installing pinned dependencies"
-  "${UV[@]}" pip sync --quiet --python "$VENV/bin/python" --require-hashes "$lock"
-  "${UV[@]}" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
-  echo "$want" >"$STAMP"
+  [ -x "$venv/bin/python" ] || "${UV[@]}" venv --quiet --python "$PYTHON" "$venv"
+  log "installing $lock into $venv"
+  "${UV[@]}" pip sync --quiet --python "$venv/bin/python" --require-hashes "$lock"
+  [ -z "$project" ] || "${UV[@]}" pip install --quiet --python "$venv/bin/python" --no-deps -e .
+  echo "$want" >"$venv/.installed"
 }
 
 ensure_debian_packages
 case "${1:-}" in
   test)
     shift
-    ensure_venv
+    ensure_venv "$VENV" requirements.lock --project
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   bench)
     shift
-    ensure_venv requirements-bench.lock  # the lock plus the peer we measure against
-    exec "$VENV/bin/python" -m tests.bench "$@"
+    ensure_venv "$VENV" requirements.lock --project
+    # The peer we measure against, as it ships, in a venv of its own.
+    ensure_venv .venv-bench tests/bench/requirements.lock
+    KERNEL_GATEWAY_PYTHON=.venv-bench/bin/python exec "$VENV/bin/python" -m tests.bench "$@"
     ;;
   *)
-    ensure_venv
+    ensure_venv "$VENV" requirements.lock --project
     exec "$VENV/bin/python" -m gateway "$@"
     ;;
 esac
