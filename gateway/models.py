@@ -98,6 +98,7 @@ class Health(BaseModel):
     connections: int
     sessions: int
     kernels: dict[str, int]
+    sandbox: dict[str, Any] = Field(description="the confinement in force for kernels")
 
 
 class ErrorDetail(BaseModel):

@@ -45,7 +45,12 @@ async def api_info() -> ApiInfo:
 @router.get("/health", response_model=Health)
 async def health(request: Request) -> Health:
     rt = runtime(request)
-    return Health(connections=rt.connections, sessions=len(rt.sessions), kernels=rt.pool.stats())
+    return Health(
+        connections=rt.connections,
+        sessions=len(rt.sessions),
+        kernels=rt.pool.stats(),
+        sandbox=rt.sandbox.report(),
+    )
 
 
 @router.post(

@@ -7,6 +7,7 @@ from kernels.kernel import LaunchOptions
 from kernels.languages import Languages
 from kernels.outputs import warm_output_validation
 from kernels.pool import KernelPool
+from kernels.sandbox import Sandbox, SandboxConfig
 from kernels.sessions import SessionManager
 
 from .settings import Settings
@@ -16,10 +17,27 @@ class TimeoutTooLarge(ValueError):
     pass
 
 
+def sandbox_config(s: Settings) -> SandboxConfig:
+    return SandboxConfig(
+        mode=s.sandbox,
+        memory_bytes=s.memory_limit_bytes,
+        pids=s.pids_limit,
+        address_space_bytes=s.address_space_bytes,
+        cpu_seconds=s.cpu_seconds,
+        nproc=s.nproc_limit,
+        file_bytes=s.file_size_bytes,
+        open_files=s.open_files,
+        tmp_bytes=s.tmp_bytes,
+        scratch_bytes=s.scratch_bytes,
+        network=s.kernel_network,
+    )
+
+
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.languages = Languages(settings.languages, settings.default_language)
+        self.sandbox = Sandbox(sandbox_config(settings))
         self.pool = KernelPool(
             self.launch_options,
             size=settings.pool_size,
@@ -35,6 +53,7 @@ class Runtime:
             # History in memory: IPython's default SQLite file in $HOME would be shared by
             # every kernel of the same user, so `%history -g` could show others' code.
             extra_arguments=["--HistoryManager.hist_file=:memory:"],
+            sandbox=self.sandbox,
         )
 
     def limits(self, timeout: float | None) -> ExecutionLimits:

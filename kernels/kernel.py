@@ -23,6 +23,7 @@ from jupyter_client import AsyncKernelManager
 from jupyter_client.asynchronous import AsyncKernelClient
 
 from .errors import KernelBusyTimeout, KernelDied, KernelStartFailed
+from .sandbox import Confinement, Sandbox, SandboxedKernelManager
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ _RUNTIME_ROOT = Path(tempfile.gettempdir()) / "icg"
 
 # How often the death watch asks the provisioner whether the process still runs.
 _DEATH_POLL_S = 0.2
+_RELEASE_ATTEMPTS = 50
 
 
 class KernelState(str, enum.Enum):
@@ -52,6 +54,7 @@ class LaunchOptions:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     extra_arguments: list[str] = field(default_factory=list)
+    sandbox: Sandbox | None = None
 
 
 # The only variables of the gateway's own environment a kernel sees: never its secrets.
@@ -66,10 +69,17 @@ def kernel_environment(extra: dict[str, str]) -> dict[str, str]:
 
 
 class Kernel:
-    def __init__(self, spec_name: str, manager: AsyncKernelManager, runtime_dir: Path) -> None:
+    def __init__(
+        self,
+        spec_name: str,
+        manager: AsyncKernelManager,
+        runtime_dir: Path,
+        confinement: Confinement | None = None,
+    ) -> None:
         self.spec_name = spec_name
         self.manager = manager
         self.runtime_dir = runtime_dir
+        self.confinement = confinement
         self.client: AsyncKernelClient | None = None
         self.state = KernelState.STARTING
         self.exit_reason: str | None = None
@@ -87,13 +97,19 @@ class Kernel:
         runtime_dir = Path(tempfile.mkdtemp(prefix="k", dir=_RUNTIME_ROOT))
         # ipc transport: unix sockets in a private directory. TCP would mean picking free
         # ports and releasing them before the kernel binds, which races under a burst.
-        manager = AsyncKernelManager(
+        settings = dict(
             kernel_name=spec_name,
             transport="ipc",
             ip=str(runtime_dir / "s"),
             connection_file=str(runtime_dir / "c.json"),
         )
-        kernel = cls(spec_name, manager, runtime_dir)
+        confinement = None
+        if options.sandbox is not None and options.sandbox.enabled:
+            confinement = options.sandbox.prepare(runtime_dir)
+            manager: AsyncKernelManager = SandboxedKernelManager(confinement, **settings)
+        else:
+            manager = AsyncKernelManager(**settings)
+        kernel = cls(spec_name, manager, runtime_dir, confinement)
         try:
             await asyncio.wait_for(kernel._launch(options), options.startup_timeout)
         except BaseException as exc:
@@ -114,6 +130,7 @@ class Kernel:
             cwd=options.cwd,
             extra_arguments=options.extra_arguments,
         )
+        await self._sockets_bound()
         self.client = self.manager.client()
         self.client.start_channels()
         channels = {
@@ -126,6 +143,22 @@ class Kernel:
         self._tasks.append(asyncio.create_task(self._watch_death()))
         await self._wait_ready()
         await self.warm_up()
+
+    async def _sockets_bound(self) -> None:
+        """Wait until the kernel has bound every ipc socket.
+
+        A socket connected before its peer binds retries only every 100 ms, each on its own
+        timer: shell could answer while stdin is still unconnected, and an input_request
+        sent then is dropped. Connecting after the bind makes every channel live at once.
+        Unbounded here; the caller's `startup_timeout` bounds it.
+        """
+        info = self.manager.get_connection_info()
+        ports = [info[name] for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")]
+        paths = [Path(f"{info['ip']}-{port}") for port in ports]
+        while not all(path.exists() for path in paths):
+            if not await self.manager.is_alive():
+                raise KernelStartFailed(f"kernel died while starting: {_death_reason(await self._exit_code())}")
+            await asyncio.sleep(0.005)
 
     async def _wait_ready(self) -> None:
         """Ready means kernel_info answered and iopub delivered a message.
@@ -193,7 +226,19 @@ class Kernel:
             log.exception("kernel shutdown failed")
         self.state = KernelState.DEAD
         self._fail_routes("kernel shut down")
+        await self._release_confinement()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+    async def _release_confinement(self) -> None:
+        # The cgroup can only go once the last process in it is gone, which after a
+        # SIGKILL takes a moment.
+        if self.confinement is None:
+            return
+        for _ in range(_RELEASE_ATTEMPTS):
+            if self.confinement.release():
+                return
+            await asyncio.sleep(0.1)
+        log.warning("kernel %s: cgroup still busy after shutdown", self.runtime_dir.name)
 
     # -- death -------------------------------------------------------------------------
 
@@ -208,7 +253,8 @@ class Kernel:
                 return
             if not await self.manager.is_alive():
                 code = await self._exit_code()
-                self._fail_routes(_death_reason(code))
+                hint = self.confinement.death_hint() if self.confinement else None
+                self._fail_routes(hint or _death_reason(code))
 
     async def _exit_code(self) -> int | None:
         provisioner = self.manager.provisioner
@@ -308,9 +354,14 @@ class Kernel:
         return reply.get("subshell_id")
 
 
+_SIGNALS = {s.value for s in signal.Signals}
+
+
 def _death_reason(code: int | None) -> str:
     if code is None:
         return "the kernel process ended"
+    if code > 128 and code - 128 in _SIGNALS:
+        code = 128 - code  # a confined kernel's death by signal n reaches us as bwrap's exit 128+n
     if code < 0:
         try:
             name = signal.Signals(-code).name

@@ -156,6 +156,30 @@ async def connect(server: GatewayServer, path: str = "/ws", **kwargs: Any) -> As
         yield client
 
 
+# Printed by a kernel: its connection file, which names it in the host's process table even
+# when it runs in a PID namespace of its own (where its pid means nothing to us).
+WHOAMI = "import sys; print(sys.argv[sys.argv.index('-f') + 1])"
+
+
+def processes_of(connection_file: str) -> list[psutil.Process]:
+    """Every host process of the kernel: the wrappers, bwrap and the kernel itself."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if connection_file in (proc.info["cmdline"] or []) and proc.status() != "zombie":
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+async def wait_gone(connection_file: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while processes_of(connection_file):
+        assert time.monotonic() < deadline, f"kernel {connection_file} still has processes"
+        await asyncio.sleep(0.1)
+
+
 def result_of(frames: list[dict[str, Any]]) -> dict[str, Any]:
     assert frames[-1]["type"] == "execution_result", frames[-1]
     return frames[-1]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import httpx
-import psutil
-
-from .conftest import GatewayServer
+from .conftest import WHOAMI, GatewayServer, wait_gone
 
 
 async def test_api_info_names_the_endpoints(http: httpx.AsyncClient) -> None:
@@ -103,9 +101,5 @@ async def test_timeout_interrupts_the_run(http: httpx.AsyncClient) -> None:
 
 
 async def test_one_shot_kernel_is_discarded(http: httpx.AsyncClient, server: GatewayServer) -> None:
-    pid = int((await http.post("/execute", json={"code": "import os; print(os.getpid())"})).json()["output"][0])
-    try:
-        psutil.Process(pid).wait(timeout=10)
-    except psutil.NoSuchProcess:
-        pass
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    connection_file = (await http.post("/execute", json={"code": WHOAMI})).json()["output"][0]
+    await wait_gone(connection_file)

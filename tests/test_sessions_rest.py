@@ -7,10 +7,9 @@ import json
 import time
 
 import httpx
-import psutil
 import websockets
 
-from .conftest import GatewayServer, connect, result_of
+from .conftest import WHOAMI, GatewayServer, connect, processes_of, result_of, wait_gone
 
 
 async def test_rest_session_keeps_state_between_calls(http: httpx.AsyncClient) -> None:
@@ -107,17 +106,15 @@ async def test_accept_header_selects_ndjson_for_sessions(http: httpx.AsyncClient
 
 
 async def test_client_leaving_a_one_shot_stream_discards_its_kernel(http: httpx.AsyncClient, server: GatewayServer) -> None:
-    code = "import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(60)"
+    code = WHOAMI + "\nimport time\ntime.sleep(60)"
     async with http.stream("POST", "/execute", json={"code": code, "stream": True}) as response:
         async for line in response.aiter_lines():
             frame = json.loads(line)
             if frame["type"] == "output":
-                pid = int(frame["output"]["text"])
+                connection_file = frame["output"]["text"].strip()
                 break
-    deadline = time.monotonic() + 15
-    while psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie":
-        assert time.monotonic() < deadline, "kernel of an abandoned stream still runs"
-        time.sleep(0.1)
+    assert processes_of(connection_file)
+    await wait_gone(connection_file)
 
 
 async def test_websocket_attaches_to_a_rest_session(http: httpx.AsyncClient, server: GatewayServer) -> None:

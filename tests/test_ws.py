@@ -6,11 +6,9 @@ import asyncio
 import json
 import time
 
-import psutil
-import pytest
 import websockets
 
-from .conftest import Client, GatewayServer, connect, result_of
+from .conftest import WHOAMI, GatewayServer, connect, processes_of, result_of, wait_gone
 
 
 async def test_session_frame_comes_first(server: GatewayServer) -> None:
@@ -136,12 +134,9 @@ async def test_kernel_killed_mid_run_then_session_goes_on(server: GatewayServer)
 
 async def test_closing_the_socket_shuts_its_kernel_down(server: GatewayServer) -> None:
     async with connect(server) as client:
-        pid = int(result_of(await client.run("import os; print(os.getpid())"))["output"][0])
-        assert psutil.pid_exists(pid)
-    deadline = time.monotonic() + 15
-    while psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie":
-        assert time.monotonic() < deadline, "kernel still running after its socket closed"
-        await asyncio.sleep(0.1)
+        connection_file = result_of(await client.run(WHOAMI))["output"][0]
+        assert processes_of(connection_file)
+    await wait_gone(connection_file)
 
 
 async def test_health_counts_open_sockets(server: GatewayServer) -> None:

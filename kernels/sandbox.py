@@ -1,0 +1,293 @@
+"""Confinement of each kernel: bubblewrap namespaces, an unprivileged uid, limits.
+
+The kernel command becomes a chain of small exec()s, each doing one thing and then
+becoming the next:
+
+    sh (root: enter the cgroups, hand the runtime dir to the kernel's uid)
+    -> prlimit (resource limits)
+    -> bwrap (namespaces, a read-only view of the interpreter, private /tmp and home)
+    -> setpriv (inside: drop to the kernel's uid, no capabilities, no new privileges)
+    -> python -m ipykernel_launcher ...
+
+bwrap runs as root where the gateway is root, so it can bind-mount an interpreter that
+lives under /root (mode 700) for a kernel uid that could never open it itself; the drop to
+that uid happens inside, after the mounts. Without root, bwrap makes a user namespace.
+
+Each mechanism is probed once at start-up; where one is missing the rest still apply, a
+warning is logged, and `report()` says what is in force (strict mode refuses instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client import AsyncKernelManager
+
+from .cgroups import Cgroup, Cgroups
+
+log = logging.getLogger(__name__)
+
+HOME = "/home/kernel"
+
+# The few files of /etc that Python and its libraries read.
+_ETC_FILES = (
+    "/etc/ld.so.cache", "/etc/localtime", "/etc/hosts", "/etc/nsswitch.conf",
+    "/etc/mime.types", "/etc/ssl", "/etc/ca-certificates", "/etc/fonts", "/etc/matplotlibrc",
+)
+
+# Enters the cgroups named before "--", gives the runtime dir to the kernel's uid, then
+# becomes the rest of its arguments. Data is passed as arguments, never spliced into code.
+_ENTER = 'dir=$1; owner=$2; shift 2\n' \
+    'while [ "$1" != "--" ]; do echo $$ > "$1"; shift; done; shift\n' \
+    'chown -R "$owner" "$dir"\n' \
+    'exec "$@"'
+
+
+class SandboxUnavailable(RuntimeError):
+    """Strict mode was asked for, and some mechanism of confinement is missing."""
+
+
+@dataclass
+class SandboxConfig:
+    mode: str = "auto"  # auto: confine with what works; strict: all or refuse; off: none
+    memory_bytes: int = 2 * 2**30  # cgroup memory limit per kernel
+    pids: int = 256  # cgroup limit on processes and threads per kernel
+    address_space_bytes: int = 4 * 2**30  # RLIMIT_AS; an idle kernel maps ~800 MB
+    cpu_seconds: int = 3600  # RLIMIT_CPU soft limit (SIGXCPU); hard is 60 s above
+    nproc: int = 256  # RLIMIT_NPROC, per uid, so per kernel when uids are distinct
+    file_bytes: int = 256 * 2**20  # RLIMIT_FSIZE: the largest file a kernel may write
+    open_files: int = 1024  # RLIMIT_NOFILE
+    tmp_bytes: int = 256 * 2**20  # size of the private /tmp
+    scratch_bytes: int = 512 * 2**20  # size of the private home (working directory)
+    uid_base: int = 61000  # kernels run as uid_base + n where the gateway is root
+    uid_count: int = 4000
+    network: bool = False  # True leaves the host network reachable
+
+
+@dataclass
+class _Probe:
+    bwrap: str | None = None
+    root: bool = False
+    setpriv: str | None = None
+    prlimit: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+class Sandbox:
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.enabled = config.mode != "off"
+        self.probe = _probe(config) if self.enabled else _Probe()
+        self.cgroups = Cgroups() if self.enabled and self.probe.root else None
+        if self.enabled and self.cgroups is not None and self.cgroups.version is None:
+            self.probe.problems.append("no writable cgroup memory/pids controllers")
+        elif self.enabled and self.cgroups is None:
+            self.probe.problems.append("not root: no cgroups and no per-kernel uid")
+        for problem in self.probe.problems:
+            log.warning("sandbox: %s; running with weaker confinement", problem)
+        if config.mode == "strict" and self.probe.problems:
+            raise SandboxUnavailable("strict sandbox refused: " + "; ".join(self.probe.problems))
+        self._free_uids = list(range(config.uid_base, config.uid_base + config.uid_count))
+
+    def report(self) -> dict[str, Any]:
+        """The confinement in force, for /health."""
+        c, p = self.config, self.probe
+        confined = self.enabled and p.bwrap is not None
+        return {
+            "mode": c.mode,
+            "namespaces": "bubblewrap" if confined else "none",
+            "network": "isolated" if confined and not c.network else "host",
+            "filesystem": "private" if confined else "host",
+            "user": "per-kernel uid" if self.enabled and p.root and p.setpriv else
+                    "unprivileged" if confined else "gateway's uid",
+            "cgroup": self.cgroups.version if self.cgroups else None,
+            "memory_limit_bytes": c.memory_bytes if self.cgroups and self.cgroups.version else None,
+            "pids_limit": c.pids if self.cgroups and self.cgroups.version else None,
+            "rlimits": {
+                "address_space_bytes": c.address_space_bytes, "cpu_seconds": c.cpu_seconds,
+                "nproc": c.nproc, "file_bytes": c.file_bytes, "open_files": c.open_files,
+            } if self.enabled and p.prlimit else None,
+            "tmp_bytes": c.tmp_bytes if confined else None,
+            "scratch_bytes": c.scratch_bytes if confined else None,
+            "problems": p.problems,
+        }
+
+    def prepare(self, runtime_dir: Path) -> Confinement:
+        """The confinement of one kernel: its uid, cgroup and command wrapper."""
+        uid = self._free_uids.pop(0) if self.probe.root and self.probe.setpriv and self._free_uids else None
+        name = runtime_dir.name
+        cgroup = self.cgroups.create(name, self.config.memory_bytes, self.config.pids) if self.cgroups else None
+        return Confinement(self, runtime_dir, uid, cgroup)
+
+    def _release_uid(self, uid: int) -> None:
+        self._free_uids.append(uid)
+
+
+class Confinement:
+    def __init__(self, sandbox: Sandbox, runtime_dir: Path, uid: int | None, cgroup: Cgroup | None) -> None:
+        self.sandbox = sandbox
+        self.runtime_dir = runtime_dir
+        self.uid = uid
+        self.cgroup = cgroup
+
+    def wrap(self, cmd: list[str]) -> list[str]:
+        probe, config = self.sandbox.probe, self.sandbox.config
+        chain: list[str] = []
+        if probe.root and (self.cgroup or self.uid is not None):
+            owner = f"{self.uid}:{self.uid}" if self.uid is not None else "0:0"
+            procs = [str(p) for p in self.cgroup.procs] if self.cgroup else []
+            chain += ["/bin/sh", "-c", _ENTER, "sh", str(self.runtime_dir), owner, *procs, "--"]
+        if probe.prlimit:
+            chain += [
+                probe.prlimit,
+                f"--as={config.address_space_bytes}",
+                f"--cpu={config.cpu_seconds}:{config.cpu_seconds + 60}",
+                f"--nproc={config.nproc}",
+                f"--fsize={config.file_bytes}",
+                f"--nofile={config.open_files}",
+                "--core=0",
+                "--",
+            ]
+        if probe.bwrap:
+            chain += self._bwrap(probe.bwrap)
+        if self.uid is not None:
+            chain += [
+                probe.setpriv, f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
+                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+            ]
+        return chain + cmd
+
+    def _bwrap(self, bwrap: str) -> list[str]:
+        """bwrap's arguments up to the command: what the kernel sees of the machine."""
+        config = self.sandbox.config
+        args = [bwrap, *_namespaces(self.sandbox.probe.root)]
+        args += [
+            "--die-with-parent", "--new-session", "--hostname", "kernel",
+            "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--proc", "/proc", "--dev", "/dev",
+            # Mounted by bwrap as root: open to the kernel's uid, the only user inside.
+            "--perms", "1777", "--size", str(config.tmp_bytes), "--tmpfs", "/tmp",
+            "--perms", "1777", "--size", str(config.scratch_bytes), "--tmpfs", HOME,
+        ]
+        if config.network:
+            args.append("--share-net")
+        for path in _ETC_FILES:
+            args += ["--ro-bind-try", path, path]
+        # The interpreter and its environment, where they are outside /usr (e.g. under /root).
+        for prefix in _python_prefixes():
+            args += [*_traversable_parents(prefix), "--ro-bind", prefix, prefix]
+        args += [
+            *_traversable_parents(str(self.runtime_dir)),
+            "--bind", str(self.runtime_dir), str(self.runtime_dir),
+            "--chdir", HOME,
+            "--setenv", "HOME", HOME,
+            "--setenv", "PATH", f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
+            "--setenv", "USER", "kernel",
+            "--setenv", "LOGNAME", "kernel",
+            "--setenv", "TMPDIR", "/tmp",
+            # The kernel's parent is bwrap's init (pid 1) in its own PID namespace; pid 1
+            # turns ipykernel's parent poller off instead of making it quit at once.
+            "--setenv", "JPY_PARENT_PID", "1",
+            "--",
+        ]
+        return args
+
+    def death_hint(self) -> str | None:
+        if self.cgroup is not None and self.cgroup.oom_killed():
+            return f"out of memory: the kernel's memory limit is {self.sandbox.config.memory_bytes} bytes"
+        return None
+
+    def release(self) -> bool:
+        """Free the uid and cgroup once nothing runs in them; False means retry later."""
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+            if not self.cgroup.remove():
+                return False
+            self.cgroup = None
+        if self.uid is not None:
+            self.sandbox._release_uid(self.uid)
+            self.uid = None
+        return True
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """An AsyncKernelManager whose kernel command runs inside a `Confinement`."""
+
+    def __init__(self, confinement: Confinement, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.confinement = confinement
+        if confinement.sandbox.probe.bwrap:
+            # A signal would reach bwrap, not the kernel: interrupt with a control message.
+            self.kernel_spec.interrupt_mode = "message"
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        return self.confinement.wrap(super().format_kernel_cmd(extra_arguments))
+
+
+def _traversable_parents(path: str) -> list[str]:
+    """Create the parents of a mount point traversable: bwrap would make them root-only
+    (think /root), and the kernel's uid must pass through them."""
+    args = []
+    for parent in reversed(Path(path).parents[:-1]):
+        if str(parent) not in ("/tmp", HOME):  # our own tmpfs mounts, open already
+            args += ["--perms", "0755", "--dir", str(parent)]
+    return args
+
+
+def _namespaces(root: bool) -> list[str]:
+    if root:
+        # No user namespace: uid 0 inside would be host root; setpriv drops it instead.
+        return ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    return ["--unshare-all", "--unshare-user", "--disable-userns"]
+
+
+def _python_prefixes() -> list[str]:
+    prefixes = []
+    for prefix in {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}:
+        if not prefix.startswith("/usr/") and prefix != "/usr":
+            prefixes.append(prefix)
+    # A venv's python is a symlink into the base installation; that must resolve too.
+    return sorted(prefixes)
+
+
+def _probe(config: SandboxConfig) -> _Probe:
+    probe = _Probe(root=os.geteuid() == 0)
+    probe.prlimit = shutil.which("prlimit")
+    if probe.prlimit is None:
+        probe.problems.append("prlimit not found: no resource limits")
+    if probe.root:
+        probe.setpriv = shutil.which("setpriv")
+        if probe.setpriv is None:
+            probe.problems.append("setpriv not found: kernels would run as root")
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        probe.problems.append("bubblewrap (bwrap) not found: no namespaces, kernels see the host")
+    elif not _bwrap_works(bwrap, probe.setpriv if probe.root else None, config.uid_base):
+        probe.problems.append("bubblewrap cannot create namespaces here: kernels see the host")
+    else:
+        probe.bwrap = bwrap
+    return probe
+
+
+def _bwrap_works(bwrap: str, setpriv: str | None, uid: int) -> bool:
+    drop = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"] if setpriv else []
+    cmd = [
+        bwrap, *_namespaces(setpriv is not None), "--die-with-parent",
+        "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+        "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev",
+        *drop, "/usr/bin/true",
+    ]
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=10, cwd=tempfile.gettempdir()).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
