@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +18,22 @@ log = logging.getLogger(__name__)
 _RETRY_DELAY_S = 1.0
 
 
+# After this many starts in a row fail, requests fail at once instead of waiting.
+_FAILURES_TO_GIVE_UP = 3
+
+
 @dataclass
 class _Spec:
-    ready: asyncio.Queue[Kernel] = field(default_factory=asyncio.Queue)
+    ready: deque[Kernel] = field(default_factory=deque)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     starting: int = 0
     waiting: int = 0
+    failures: int = 0  # consecutive failed starts
+    last_error: KernelStartFailed | None = None
+
+    @property
+    def broken(self) -> bool:
+        return self.failures >= _FAILURES_TO_GIVE_UP and not self.ready
 
 
 class KernelPool:
@@ -56,9 +68,12 @@ class KernelPool:
         spec.waiting += 1
         try:
             self._refill(spec_name)
-            async with asyncio.timeout(self.acquire_timeout):
+            async with asyncio.timeout(self.acquire_timeout), spec.changed:
                 while True:
-                    kernel = await spec.ready.get()
+                    await spec.changed.wait_for(lambda: spec.ready or spec.broken)
+                    if spec.broken:  # tell the caller now, not at the time-out
+                        raise KernelStartFailed(f"kernels of {spec_name!r} fail to start: {spec.last_error}")
+                    kernel = spec.ready.popleft()
                     if not kernel.is_dead:
                         break
                     self._discard(kernel)  # died while it waited in the pool
@@ -81,7 +96,7 @@ class KernelPool:
 
     def stats(self) -> dict[str, int]:
         return {
-            "ready": sum(s.ready.qsize() for s in self._specs.values()),
+            "ready": sum(len(s.ready) for s in self._specs.values()),
             "starting": sum(s.starting for s in self._specs.values()),
             "in_use": self.in_use,
         }
@@ -93,8 +108,8 @@ class KernelPool:
         await asyncio.gather(*self._starting, *self._stopping, return_exceptions=True)
         kernels = []
         for spec in self._specs.values():
-            while not spec.ready.empty():
-                kernels.append(spec.ready.get_nowait())
+            kernels.extend(spec.ready)
+            spec.ready.clear()
         await asyncio.gather(*(k.shutdown() for k in kernels), return_exceptions=True)
 
     # -- background work ---------------------------------------------------------------
@@ -103,7 +118,7 @@ class KernelPool:
         if self._closed:
             return
         spec = self._specs.setdefault(spec_name, _Spec())
-        wanted = self.size + spec.waiting - spec.ready.qsize() - spec.starting
+        wanted = self.size + spec.waiting - len(spec.ready) - spec.starting
         for _ in range(max(0, wanted)):
             spec.starting += 1
             self._spawn(self._starting, self._start_one(spec_name, spec))
@@ -114,7 +129,10 @@ class KernelPool:
                 kernel = await Kernel.start(spec_name, self._options_for(spec_name))
         except KernelStartFailed as exc:
             log.warning("pool: %s", exc)
-            await asyncio.sleep(_RETRY_DELAY_S)
+            spec.failures += 1
+            spec.last_error = exc
+            await self._notify(spec)
+            await asyncio.sleep(_RETRY_DELAY_S * min(spec.failures, 30))
             spec.starting -= 1
             self._refill(spec_name)
             return
@@ -122,10 +140,17 @@ class KernelPool:
             spec.starting -= 1
             raise
         spec.starting -= 1
+        spec.failures = 0
         if self._closed:
             await kernel.shutdown()
             return
-        spec.ready.put_nowait(kernel)
+        spec.ready.append(kernel)
+        await self._notify(spec)
+
+    @staticmethod
+    async def _notify(spec: _Spec) -> None:
+        async with spec.changed:
+            spec.changed.notify_all()
 
     def _discard(self, kernel: Kernel) -> None:
         self._spawn(self._stopping, kernel.shutdown())

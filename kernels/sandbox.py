@@ -36,6 +36,7 @@ from .cgroups import Cgroup, Cgroups
 log = logging.getLogger(__name__)
 
 HOME = "/home/kernel"
+KERNEL_ENV = "/opt/kernel-env"  # the gateway's venv, as the kernel sees it
 
 # The few files of /etc that Python and its libraries read.
 _ETC_FILES = (
@@ -156,8 +157,13 @@ class Confinement:
                 "--core=0",
                 "--",
             ]
+        if probe.setpriv:
+            # bwrap's --die-with-parent guards only the sandbox from bwrap's own death; this
+            # makes bwrap itself die with the gateway, even by SIGKILL.
+            chain += [probe.setpriv, "--pdeathsig", "KILL", "--"]
         if probe.bwrap:
             chain += self._bwrap(probe.bwrap)
+            cmd = [_inside(cmd[0]), *cmd[1:]]
         if self.uid is not None:
             chain += [
                 probe.setpriv, f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
@@ -186,12 +192,14 @@ class Confinement:
         # The interpreter and its environment, where they are outside /usr (e.g. under /root).
         for prefix in _python_prefixes():
             args += [*_traversable_parents(prefix), "--ro-bind", prefix, prefix]
+        if _in_venv():
+            args += [*_traversable_parents(KERNEL_ENV), "--ro-bind", sys.prefix, KERNEL_ENV]
         args += [
             *_traversable_parents(str(self.runtime_dir)),
             "--bind", str(self.runtime_dir), str(self.runtime_dir),
             "--chdir", HOME,
             "--setenv", "HOME", HOME,
-            "--setenv", "PATH", f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
+            "--setenv", "PATH", f"{os.path.dirname(_inside(sys.executable))}:/usr/local/bin:/usr/bin:/bin",
             "--setenv", "USER", "kernel",
             "--setenv", "LOGNAME", "kernel",
             "--setenv", "TMPDIR", "/tmp",
@@ -251,13 +259,25 @@ def _namespaces(root: bool) -> list[str]:
     return ["--unshare-all", "--unshare-user", "--disable-userns"]
 
 
+def _in_venv() -> bool:
+    return sys.prefix != sys.base_prefix
+
+
+def _inside(path: str) -> str:
+    """Where a path of the kernel environment appears inside the sandbox."""
+    if _in_venv() and path.startswith(sys.prefix + os.sep):
+        return KERNEL_ENV + path[len(sys.prefix):]
+    return path
+
+
 def _python_prefixes() -> list[str]:
-    prefixes = []
-    for prefix in {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}:
-        if not prefix.startswith("/usr/") and prefix != "/usr":
-            prefixes.append(prefix)
-    # A venv's python is a symlink into the base installation; that must resolve too.
-    return sorted(prefixes)
+    """The base interpreter, where it lives outside /usr (the venv's python links to it).
+
+    The venv itself is mounted at KERNEL_ENV rather than where it lies, which is inside
+    the gateway's checkout: the kernel must not even see that directory's name.
+    """
+    prefix = os.path.realpath(sys.base_prefix)
+    return [] if prefix == "/usr" or prefix.startswith("/usr/") else [prefix]
 
 
 def _probe(config: SandboxConfig) -> _Probe:
@@ -265,10 +285,9 @@ def _probe(config: SandboxConfig) -> _Probe:
     probe.prlimit = shutil.which("prlimit")
     if probe.prlimit is None:
         probe.problems.append("prlimit not found: no resource limits")
-    if probe.root:
-        probe.setpriv = shutil.which("setpriv")
-        if probe.setpriv is None:
-            probe.problems.append("setpriv not found: kernels would run as root")
+    probe.setpriv = shutil.which("setpriv")
+    if probe.setpriv is None:
+        probe.problems.append("setpriv (util-linux) not found: kernels run as the gateway's user")
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         probe.problems.append("bubblewrap (bwrap) not found: no namespaces, kernels see the host")

@@ -149,6 +149,7 @@ class Client:
 
 @asynccontextmanager
 async def connect(server: GatewayServer, path: str = "/ws", **kwargs: Any) -> AsyncIterator[Client]:
+    kwargs.setdefault("max_size", 2**26)  # results carry every output; browsers set no limit
     async with websockets.connect(server.ws_url + path, open_timeout=60, **kwargs) as ws:
         client = Client(ws)
         client.session = await client.recv(60)

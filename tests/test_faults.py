@@ -1,0 +1,332 @@
+"""Hostile code, through the real server: every fault ends with a clear status, the gateway
+keeps serving, a bystander session keeps its state, and no process of the faulty kernel stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from .conftest import ROOT, WHOAMI, Client, GatewayServer, connect, processes_of, result_of, wait_gone
+
+SECRET = "s3cr3t-of-the-gateway"
+
+
+@pytest.fixture(scope="module")
+def fault_server() -> Iterator[GatewayServer]:
+    os.environ["ICOTES_TEST_SECRET"] = SECRET  # in the gateway's environment, never a kernel's
+    try:
+        srv = GatewayServer(
+            pool_size=2,
+            memory_limit_bytes=512 * 2**20,
+            output_limit=1_000_000,
+            interrupt_grace=2,
+            file_size_bytes=20 * 2**20,
+            scratch_bytes=64 * 2**20,
+            tmp_bytes=32 * 2**20,
+            nproc_limit=64,
+            pids_limit=64,
+        )
+    finally:
+        del os.environ["ICOTES_TEST_SECRET"]
+    yield srv
+    left = srv.stop()
+    assert not left, f"kernel processes left: {left}"
+
+
+@pytest.fixture(scope="module")
+def sandbox(fault_server: GatewayServer) -> dict[str, Any]:
+    return fault_server.health()["sandbox"]
+
+
+def needs(sandbox: dict[str, Any], **wanted: Any) -> None:
+    for key, value in wanted.items():
+        if sandbox.get(key) != value:
+            pytest.skip(f"needs sandbox {key}={value!r}; this host gives {sandbox.get(key)!r} ({sandbox['problems']})")
+
+
+@pytest.fixture
+async def bystander(fault_server: GatewayServer) -> AsyncIterator[Client]:
+    """Another session, busy with its own state while the fault happens next door."""
+    async with connect(fault_server) as client:
+        await client.run("mine = 'untouched'")
+        yield client
+        assert result_of(await client.run("print(mine)"))["output"] == ["untouched"]
+
+
+async def run_fault(server: GatewayServer, code: str, timeout: float = 30) -> dict[str, Any]:
+    """Run `code` in a session of its own; return its result once every process is gone."""
+    async with connect(server) as client:
+        connection_file = result_of(await client.run(WHOAMI, "who"))["output"][0]
+        result = result_of(await client.run(code, "fault", wait=timeout + 30, timeout=timeout))
+        after = result_of(await client.run("print('alive')", "after"))
+        assert after["output"] == ["alive"], "the session did not come back"
+    await wait_gone(connection_file)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        assert (await http.get("/health")).json()["status"] == "healthy"
+    return result
+
+
+async def test_memory_bomb_bytearray(fault_server: GatewayServer, bystander: Client, sandbox: dict) -> None:
+    result = await run_fault(fault_server, "x = bytearray(10**10)")
+    assert result["status"] == "error" and result["errors"] == ["MemoryError: "]
+
+
+async def test_memory_bomb_growing_list(fault_server: GatewayServer, bystander: Client, sandbox: dict) -> None:
+    needs(sandbox, cgroup=sandbox.get("cgroup") or "v1")
+    code = "hog = []\nwhile True:\n    hog.append(bytearray(2**20))"
+    result = await run_fault(fault_server, code)
+    assert result["status"] in ("died", "error"), result
+    if result["status"] == "died":
+        assert any("out of memory" in line for line in result["errors"]), result["errors"]
+    else:  # the address-space limit came first
+        assert result["errors"][-1].startswith("MemoryError")
+
+
+async def test_fork_bomb_hits_the_process_limit(fault_server: GatewayServer, bystander: Client, sandbox: dict) -> None:
+    needs(sandbox, namespaces="bubblewrap")
+    code = (
+        "import os, time\n"
+        "children = 0\n"
+        "try:\n"
+        "    while True:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(60)\n"
+        "            os._exit(0)\n"
+        "        children += 1\n"
+        "except OSError as e:\n"
+        "    print('fork failed after', children, type(e).__name__)\n"
+    )
+    result = await run_fault(fault_server, code)
+    assert result["status"] == "ok"
+    words = result["output"][0].split()
+    assert words[:3] == ["fork", "failed", "after"] and int(words[3]) < 64
+
+
+async def test_endless_loop_times_out_and_the_session_goes_on(fault_server: GatewayServer, bystander: Client) -> None:
+    async with connect(fault_server) as client:
+        await client.run("kept = 7")
+        started = time.monotonic()
+        result = result_of(await client.run("while True: pass", "loop", timeout=1))
+        assert result["status"] == "timeout" and time.monotonic() - started < 10
+        assert result_of(await client.run("print(kept)"))["output"] == ["7"], "interrupt lost the state"
+
+
+async def test_time_out_of_code_that_ignores_interrupts(fault_server: GatewayServer, bystander: Client) -> None:
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "while True:\n"
+        "    try:\n"
+        "        time.sleep(0.1)\n"
+        "    except KeyboardInterrupt:\n"
+        "        pass\n"
+    )
+    async with connect(fault_server) as client:
+        await client.run("kept = 1")
+        started = time.monotonic()
+        result = result_of(await client.run(code, "stubborn", timeout=1))
+        assert result["status"] == "timeout"
+        assert any("did not stop" in line for line in result["errors"]), result["errors"]
+        await client.until(lambda f: f["type"] == "status" and f.get("state_lost") and f["execution_state"] == "idle")
+        assert time.monotonic() - started < 15
+        after = result_of(await client.run("print('kept' in dir())"))
+        assert after["output"] == ["False"]
+
+
+async def test_os_exit(fault_server: GatewayServer, bystander: Client) -> None:
+    result = await run_fault(fault_server, "import os\nos._exit(3)")
+    assert result["status"] == "died" and any("exited with code 3" in e for e in result["errors"]), result
+
+
+async def test_segfault(fault_server: GatewayServer, bystander: Client) -> None:
+    result = await run_fault(fault_server, "import ctypes\nctypes.string_at(0)")
+    assert result["status"] == "died" and any("SIGSEGV" in e for e in result["errors"]), result
+
+
+async def test_sigkill_of_the_kernel(fault_server: GatewayServer, bystander: Client) -> None:
+    result = await run_fault(fault_server, "import os\nos.kill(os.getpid(), 9)")
+    assert result["status"] == "died" and any("SIGKILL" in e for e in result["errors"]), result
+
+
+async def test_daemon_does_not_outlive_its_kernel(fault_server: GatewayServer, bystander: Client, sandbox: dict) -> None:
+    needs(sandbox, namespaces="bubblewrap")
+    code = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(600)\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.5)\n"
+        "print('daemonised')\n"
+    )
+    # run_fault waits for every process of the kernel, the daemon included, to be gone
+    assert (await run_fault(fault_server, code))["output"] == ["daemonised"]
+
+
+async def test_huge_file_is_refused(fault_server: GatewayServer, bystander: Client, sandbox: dict) -> None:
+    needs(sandbox, namespaces="bubblewrap")
+    code = "with open('big', 'wb') as f:\n    for _ in range(200):\n        f.write(b'x' * 2**20)"
+    result = await run_fault(fault_server, code)
+    assert result["status"] == "error"
+    assert any("File too large" in e or "No space left" in e for e in result["errors"]), result["errors"]
+
+
+async def test_100_mb_of_output_is_capped(fault_server: GatewayServer, bystander: Client) -> None:
+    code = "line = 'x' * 1023\nfor _ in range(100 * 1024):\n    print(line)\nprint('done')"
+    result = await run_fault(fault_server, code, timeout=120)
+    assert result["status"] == "ok"
+    text = "".join(o["text"] for o in result["outputs"] if o["output_type"] == "stream" and o["name"] == "stdout")
+    assert len(text) == 1_000_000
+    assert any("output limit of 1000000 bytes reached" in e for e in result["errors"])
+    dropped = int(result["errors"][-1].split(":")[1].split()[0])
+    assert dropped == 100 * 1024 * 1024 + len("done\n") - 1_000_000
+
+
+async def test_filesystem_is_private(fault_server: GatewayServer, bystander: Client, sandbox: dict) -> None:
+    needs(sandbox, filesystem="private")
+    other = result_of(await bystander.run("import os\nopen('note', 'w').write('x')\nprint(os.path.realpath('note'))"))
+    code = (
+        "import os\n"
+        "def probe(path):\n"
+        "    try:\n"
+        "        os.listdir(path) if os.path.isdir(path) else open(path).read(1)\n"
+        "        return 'readable'\n"
+        "    except OSError as e:\n"
+        "        return type(e).__name__\n"
+        f"for p in ['/root/.bashrc', '/root/.ssh', {str(ROOT / 'gateway' / 'app.py')!r}, {str(ROOT)!r}, '/etc/shadow', '/proc/1/environ']:\n"
+        "    print(p, probe(p))\n"
+        "print('home', sorted(os.listdir(os.path.expanduser('~'))))\n"
+        "for target in ['/usr/evil', '/etc/evil', '/evil']:\n"
+        "    try:\n"
+        "        open(target, 'w').write('x')\n"
+        "        print(target, 'written')\n"
+        "    except OSError as e:\n"
+        "        print(target, type(e).__name__)\n"
+    )
+    result = await run_fault(fault_server, code)
+    lines = dict(line.rsplit(" ", 1) for line in result["output"] if not line.startswith("home"))
+    for path in ["/root/.bashrc", "/root/.ssh", str(ROOT / "gateway" / "app.py"), str(ROOT), "/etc/shadow", "/proc/1/environ"]:
+        assert lines[path] != "readable", (path, lines)
+    assert "note" not in next(line for line in result["output"] if line.startswith("home"))
+    for target in ["/usr/evil", "/etc/evil", "/evil"]:
+        assert lines[target] != "written"
+    assert not os.path.exists("/usr/evil") and not os.path.exists("/evil")
+    assert other["output"][0].startswith("/home/")
+
+
+async def test_gateway_secrets_are_not_in_the_kernel(fault_server: GatewayServer, bystander: Client, sandbox: dict) -> None:
+    code = (
+        "import os, glob\n"
+        "seen = [k for k, v in os.environ.items() if 's3cr3t' in v or k.startswith('GATEWAY_') or k.startswith('ICOTES')]\n"
+        "for path in glob.glob('/proc/*/environ'):\n"
+        "    try:\n"
+        "        if b's3cr3t' in open(path, 'rb').read():\n"
+        "            seen.append(path)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print(seen)\n"
+    )
+    result = await run_fault(fault_server, code)
+    assert result["output"] == ["[]"]
+
+
+async def test_network_is_isolated(fault_server: GatewayServer, bystander: Client, sandbox: dict) -> None:
+    needs(sandbox, network="isolated")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): never routed; with no route in the kernel's
+    # network namespace the connect fails before any packet is sent.
+    code = (
+        "import socket\n"
+        f"for addr in [('127.0.0.1', {port}), ('127.0.0.1', {fault_server.port}), ('192.0.2.1', 80)]:\n"
+        "    try:\n"
+        "        socket.create_connection(addr, timeout=3).close()\n"
+        "        print(addr[1], 'connected')\n"
+        "    except OSError as e:\n"
+        "        print(addr[1], type(e).__name__)\n"
+    )
+    try:
+        result = await run_fault(fault_server, code)
+    finally:
+        listener.close()
+    assert not any("connected" in line for line in result["output"]), result["output"]
+
+
+async def test_kernels_run_as_distinct_unprivileged_users(fault_server: GatewayServer, sandbox: dict) -> None:
+    needs(sandbox, user="per-kernel uid")
+    code = "import os\nprint(os.getuid(), open('/proc/self/status').read().split('CapEff:')[1].split()[0])"
+    async with connect(fault_server) as one, connect(fault_server) as two:
+        uid1, caps1 = result_of(await one.run(code))["output"][0].split()
+        uid2, caps2 = result_of(await two.run(code))["output"][0].split()
+    assert uid1 != uid2 and "0" not in (uid1, uid2)
+    assert int(caps1, 16) == 0 and int(caps2, 16) == 0
+
+
+async def test_cpu_limit_kills_the_kernel(sandbox: dict) -> None:
+    needs(sandbox, namespaces="bubblewrap")
+    server = GatewayServer(pool_size=1, cpu_seconds=2)
+    try:
+        async with connect(server) as client:
+            result = result_of(await client.run("while True: pass", timeout=60, wait=60))
+        assert result["status"] == "died"
+        assert any("SIGXCPU" in e or "SIGKILL" in e for e in result["errors"]), result["errors"]
+    finally:
+        assert not server.stop()
+
+
+def test_strict_mode_refuses_to_start_without_confinement() -> None:
+    env = dict(os.environ, GATEWAY_SANDBOX="strict", PATH="/nonexistent", GATEWAY_PORT="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0
+    assert "strict sandbox refused" in proc.stdout + proc.stderr
+
+
+async def test_sigkill_of_the_gateway_leaves_no_kernel() -> None:
+    server = GatewayServer(pool_size=2)
+    async with connect(server) as client:
+        connection_file = result_of(await client.run(WHOAMI))["output"][0]
+        pids = server.kernel_pids()
+        assert processes_of(connection_file)
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(10)
+    deadline = time.monotonic() + 10
+    while alive := [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]:
+        assert time.monotonic() < deadline, f"kernel processes outlived the gateway: {alive}"
+        await asyncio.sleep(0.1)
+    server.stop()
+
+
+async def test_kernels_that_cannot_start_fail_requests_fast(sandbox: dict) -> None:
+    needs(sandbox, namespaces="bubblewrap")
+    # 64 MB of address space is too little for Python to even start
+    server = GatewayServer(pool_size=1, address_space_bytes=64 * 2**20, kernel_acquire_timeout=120)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            deadline = time.monotonic() + 30
+            while True:
+                started = time.monotonic()
+                response = await http.post("/execute", json={"code": "1"})
+                assert response.status_code == 503
+                if time.monotonic() - started < 2:  # the pool has given up: no waiting
+                    break
+                assert time.monotonic() < deadline
+            assert "fail to start" in response.json()["detail"]
+    finally:
+        assert not server.stop()
