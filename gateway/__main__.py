@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import secrets
 
 import uvicorn
 
 from .app import create_app
 from .settings import Settings
+
+log = logging.getLogger("gateway")
 
 
 def main() -> None:
@@ -15,13 +19,39 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    ensure_token(settings)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
         ws="websockets-sansio",
+        # Messages up to max_message_bytes get an error frame from us; far larger ones are
+        # cut by uvicorn (close 1009) before they are even buffered.
+        ws_max_size=4 * settings.max_message_bytes,
     )
+
+
+def ensure_token(settings: Settings) -> None:
+    """Beyond loopback, never serve without a token: make one and say how to use it."""
+    if settings.token or settings.tokens or settings.allow_unauthenticated or _loopback(settings.host):
+        return
+    settings.token = secrets.token_urlsafe(32)
+    url = f"http://{settings.host}:{settings.port}/?token={settings.token}"
+    print(
+        f"\n    No GATEWAY_TOKEN set and serving on {settings.host}: generated one.\n"
+        f"    Use it as 'Authorization: Bearer {settings.token}', or open:\n        {url}\n",
+        flush=True,
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 if __name__ == "__main__":

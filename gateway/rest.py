@@ -47,7 +47,7 @@ async def health(request: Request) -> Health:
     rt = runtime(request)
     return Health(
         connections=rt.connections,
-        sessions=len(rt.sessions),
+        sessions=len(rt.channels),
         kernels=rt.pool.stats(),
         sandbox=rt.sandbox.report(),
     )
@@ -65,7 +65,8 @@ async def execute_once(body: ExecuteRequest, request: Request) -> Response:
     rt = runtime(request)
     stream = wants_stream(request, body.stream)
     if body.session_id is not None:
-        return await run_in_session(rt, body.session_id, body, stream)
+        return await run_in_session(request, body.session_id, body, stream)
+    rt.check_code(body.code)
     spec_name = rt.languages.spec_for(body.language)
     limits = rt.limits(body.timeout)
     return await respond(_one_shot(rt, spec_name, body, limits), stream)

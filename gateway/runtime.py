@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Callable
+
+from kernels.errors import SessionNotFound
 from kernels.execution import ExecutionLimits
 from kernels.kernel import LaunchOptions
 from kernels.languages import Languages
@@ -10,10 +17,17 @@ from kernels.pool import KernelPool
 from kernels.sandbox import Sandbox, SandboxConfig
 from kernels.sessions import SessionManager
 
+from .channel import SessionChannel
 from .settings import Settings
+
+log = logging.getLogger("gateway")
 
 
 class TimeoutTooLarge(ValueError):
+    pass
+
+
+class CodeTooLarge(ValueError):
     pass
 
 
@@ -43,9 +57,12 @@ class Runtime:
             size=settings.pool_size,
             max_parallel_starts=settings.pool_max_parallel_starts,
             acquire_timeout=settings.kernel_acquire_timeout,
+            max_in_use=settings.max_kernels,
         )
-        self.sessions = SessionManager(self.pool, self.languages)
+        self.sessions = SessionManager(self.pool, self.languages, settings.max_sessions)
+        self.channels: dict[str, SessionChannel] = {}
         self.connections = 0
+        self._culler: asyncio.Task[None] | None = None
 
     def launch_options(self, spec_name: str) -> LaunchOptions:
         return LaunchOptions(
@@ -68,11 +85,71 @@ class Runtime:
             stream_max_bytes=s.stream_max_bytes,
         )
 
+    def check_code(self, code: str) -> None:
+        if len(code) > self.settings.max_code_bytes:
+            raise CodeTooLarge(
+                f"code of {len(code)} bytes is above max_code_bytes ({self.settings.max_code_bytes})"
+            )
+
+    # -- sessions and their channels ---------------------------------------------------
+
+    async def open_session(self, language: str | None, owner: str, owned_by_socket: bool = False) -> SessionChannel:
+        session = await self.sessions.create(language)
+        channel = SessionChannel(session, owner, self.settings.session_log_frames, owned_by_socket)
+        self.channels[session.id] = channel
+        return channel
+
+    def channel(self, session_id: str, owner: str) -> SessionChannel:
+        """The session's channel, if it belongs to `owner`; others get SessionNotFound, so
+        nobody learns whether another client's session id exists."""
+        channel = self.channels.get(session_id)
+        if channel is None or not hmac.compare_digest(channel.owner, owner):
+            raise SessionNotFound(session_id)
+        return channel
+
+    def owned_by(self, owner: str) -> list[SessionChannel]:
+        return [c for c in self.channels.values() if c.owner == owner]
+
+    async def close_session(self, session_id: str, reason: str) -> None:
+        channel = self.channels.pop(session_id, None)
+        if channel is None:
+            raise SessionNotFound(session_id)
+        await self.sessions.discard(session_id)
+        await channel.close(reason)
+        log.info("session %s: closed (%s)", session_id, reason)
+
+    def expire(self, channel: SessionChannel) -> Callable[[], None]:
+        """What to do when a detached /ws session's grace period ends."""
+
+        def expired() -> None:
+            if not channel.attached and channel.session.id in self.channels:
+                asyncio.ensure_future(self.close_session(channel.session.id, "grace period over"))
+
+        return expired
+
+    async def _cull(self) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.cull_interval_s)
+            now = time.time()
+            for channel in list(self.channels.values()):
+                session = channel.session
+                idle = session.state.value == "idle" or s.cull_busy
+                if not channel.attached and idle and now - session.last_activity > s.idle_timeout_s:
+                    await self.close_session(session.id, f"idle for {s.idle_timeout_s:g} s")
+
+    # -- life --------------------------------------------------------------------------
+
     def start(self) -> None:
         warm_output_validation()
         for spec_name in set(self.languages.specs.values()):
             self.pool.warm(spec_name)
+        self._culler = asyncio.create_task(self._cull())
 
     async def stop(self) -> None:
+        if self._culler is not None:
+            self._culler.cancel()
+        for session_id in list(self.channels):
+            await self.close_session(session_id, "the gateway is shutting down")
         await self.sessions.close_all()
         await self.pool.close()

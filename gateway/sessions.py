@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from kernels.session import Session
 
+from .access import principal_of
 from .frames import execution_frames, request_ids
 from .models import CreateSession, ExecuteRequest, ExecutionResult, SessionExecuteRequest, SessionInfo
 from .runtime import Runtime
@@ -37,25 +38,33 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
 
 
+def _session(request: Request, session_id: str) -> Session:
+    return _runtime(request).channel(session_id, principal_of(request)).session
+
+
 @router.post("", response_model=SessionInfo, status_code=201)
 async def create_session(request: Request, body: CreateSession | None = None) -> SessionInfo:
-    session = await _runtime(request).sessions.create(body.language if body else None)
-    return session_info(session)
+    """A session with its own kernel; it lives until deleted or culled when idle."""
+    channel = await _runtime(request).open_session(body.language if body else None, principal_of(request))
+    return session_info(channel.session)
 
 
 @router.get("", response_model=list[SessionInfo])
 async def list_sessions(request: Request) -> list[SessionInfo]:
-    return [session_info(s) for s in _runtime(request).sessions.list()]
+    """The caller's sessions (each token sees only its own)."""
+    return [session_info(c.session) for c in _runtime(request).owned_by(principal_of(request))]
 
 
 @router.get("/{session_id}", response_model=SessionInfo)
 async def get_session(session_id: str, request: Request) -> SessionInfo:
-    return session_info(_runtime(request).sessions.get(session_id))
+    return session_info(_session(request, session_id))
 
 
 @router.delete("/{session_id}", status_code=204)
 async def delete_session(session_id: str, request: Request) -> Response:
-    await _runtime(request).sessions.close(session_id)
+    rt = _runtime(request)
+    rt.channel(session_id, principal_of(request))  # ownership
+    await rt.close_session(session_id, "deleted over REST")
     return Response(status_code=204)
 
 
@@ -67,30 +76,31 @@ async def delete_session(session_id: str, request: Request) -> Response:
 )
 async def execute_in_session(session_id: str, body: SessionExecuteRequest, request: Request) -> Response:
     """Run code in the session (state kept); queued behind whatever it is running."""
-    rt = _runtime(request)
-    return await run_in_session(rt, session_id, body, wants_stream(request, body.stream))
+    return await run_in_session(request, session_id, body, wants_stream(request, body.stream))
 
 
 @router.post("/{session_id}/interrupt", response_model=SessionInfo)
 async def interrupt_session(session_id: str, request: Request) -> SessionInfo:
-    session = _runtime(request).sessions.get(session_id)
+    session = _session(request, session_id)
     await session.interrupt()
     return session_info(session)
 
 
 @router.post("/{session_id}/restart", response_model=SessionInfo)
 async def restart_session(session_id: str, request: Request) -> SessionInfo:
-    session = _runtime(request).sessions.get(session_id)
+    session = _session(request, session_id)
     await session.restart()
     return session_info(session)
 
 
 async def run_in_session(
-    rt: Runtime, session_id: str, body: ExecuteRequest | SessionExecuteRequest, stream: bool
+    request: Request, session_id: str, body: ExecuteRequest | SessionExecuteRequest, stream: bool
 ) -> Response:
-    session = rt.sessions.get(session_id)
+    rt = _runtime(request)
+    session = _session(request, session_id)
+    rt.check_code(body.code)
     limits = rt.limits(body.timeout)
     started = time.monotonic()
     # No stdin over plain HTTP: nobody could answer an input() prompt.
-    request = session.submit(body.code, limits, allow_stdin=False)
-    return await respond(execution_frames(request, request_ids(body.id, None), started), stream)
+    run = session.submit(body.code, limits, allow_stdin=False)
+    return await respond(execution_frames(run, request_ids(body.id, None), started), stream)

@@ -12,13 +12,14 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from kernels.errors import KernelError, SessionNotFound, UnknownLanguage
-from kernels.events import SessionNotice
-from kernels.session import Session
+from kernels.errors import KernelError
 
-from .frames import Frame, execution_frames, notice_frame, request_ids
+from .access import principal_of
+from .channel import Replay, SessionChannel
+from .errors import close_code
+from .frames import Frame, execution_frames, request_ids
 from .models import CodeAtCursor, ExecuteCode, InputReply
-from .runtime import Runtime, TimeoutTooLarge
+from .runtime import CodeTooLarge, Runtime, TimeoutTooLarge
 
 log = logging.getLogger("gateway")
 router = APIRouter()
@@ -27,67 +28,66 @@ _CLOSE = object()  # tells the sender to stop
 
 
 class Connection:
-    """One socket: a bounded send queue drained by one sender task.
+    """One socket attached to a session's channel.
 
-    Producers wait when the queue is full, so a slow client slows its own executions
-    instead of growing a buffer in the gateway.
+    Its send queue is bounded: when it is full, whoever publishes waits, so a slow client
+    slows its own session's executions instead of growing a buffer in the gateway.
     """
 
-    def __init__(self, ws: WebSocket, runtime: Runtime, session: Session) -> None:
+    def __init__(self, ws: WebSocket, runtime: Runtime, channel: SessionChannel) -> None:
         self.ws = ws
         self.runtime = runtime
-        self.session = session
+        self.channel = channel
+        self.session = channel.session
         self._outbox: asyncio.Queue[Any] = asyncio.Queue(runtime.settings.send_queue_frames)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._backlog: list[Frame] = []  # sent before anything in the outbox
+        self._sender: asyncio.Task[None] | None = None
+        self.kicked: tuple[int, str] | None = None
+
+    def start(self, backlog: list[Frame]) -> None:
+        self._backlog = backlog
         self._sender = asyncio.create_task(self._send_loop())
-        self._unlisten = session.listen(self._on_notice)
-        self.close_requested = False
 
     async def send(self, frame: Frame) -> None:
-        await self._outbox.put(frame)
+        if self.kicked is None:
+            await self._outbox.put(frame)
 
-    def _on_notice(self, notice: SessionNotice) -> None:
-        if notice.state in ("busy", "idle") and not notice.message:
-            return  # per-request status frames already say this
-        self._spawn(self.send(notice_frame(notice)))
-        if notice.state == "closed":  # closed from elsewhere, e.g. DELETE /sessions/{id}
-            self.close_requested = True
-            self._spawn(self._close_socket())
-
-    async def _close_socket(self) -> None:
-        await self._outbox.join()
-        await self.ws.close(code=1000, reason="session closed")
+    def kick(self, code: int, reason: str) -> None:
+        """Close this socket once what is queued is sent (taken over, or session closed)."""
+        if self.kicked is None:
+            self.kicked = (code, reason)
+            self._outbox.put_nowait(_CLOSE) if not self._outbox.full() else None
 
     async def _send_loop(self) -> None:
         try:
+            for frame in self._backlog:
+                await self.ws.send_text(json.dumps(frame))
+            self._backlog = []
             while (frame := await self._outbox.get()) is not _CLOSE:
                 await self.ws.send_text(json.dumps(frame))
-                self._outbox.task_done()
+            if self.kicked is not None:
+                await self.ws.close(code=self.kicked[0], reason=self.kicked[1])
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # the socket went away; the receive loop notices and cleans up
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def error(self, message: str, ids: dict[str, str] | None = None) -> None:
-        await self.send({"type": "error", **(ids or {}), "message": message})
+        await self.channel.publish({"type": "error", **(ids or {}), "message": message})
 
     # -- client messages ---------------------------------------------------------------
 
     async def receive_loop(self) -> None:
-        while True:
-            if self.close_requested:
-                return
+        limit = self.runtime.settings.max_message_bytes
+        while self.kicked is None:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
             if text is None:
                 await self.error("binary frames are not supported; send JSON text frames")
-                continue
-            await self.dispatch(text)
+            elif len(text) > limit:
+                await self.error(f"message of {len(text)} bytes is above max_message_bytes ({limit})")
+            else:
+                await self.dispatch(text)
 
     async def dispatch(self, text: str) -> None:
         try:
@@ -109,7 +109,7 @@ class Connection:
             await handler(self, data, ids)
         except ValidationError as exc:
             await self.error(f"invalid {kind!r} message: {_describe(exc)}", ids)
-        except (KernelError, TimeoutTooLarge) as exc:
+        except (KernelError, TimeoutTooLarge, CodeTooLarge) as exc:
             await self.error(str(exc), ids)
 
     async def on_execute(self, data: dict[str, Any], ids: dict[str, str]) -> None:
@@ -123,20 +123,22 @@ class Connection:
                     ids,
                 )
                 return
+        self.runtime.check_code(msg.code)
         limits = self.runtime.limits(msg.timeout)
         request = self.session.submit(msg.code, limits, allow_stdin=True)
-        self._spawn(self._stream(request, ids))
+        # The channel owns the stream: output produced while no socket is attached is logged.
+        self.channel.spawn(self._stream(request, ids))
 
     async def _stream(self, request: Any, ids: dict[str, str]) -> None:
         started = time.monotonic()
         async for frame in execution_frames(request, ids, started):
-            await self.send(frame)
+            await self.channel.publish(frame)
         log.info(
             "session %s: execution %s in %.3f s", self.session.id, frame["status"], frame["execution_time"]
         )
 
     async def on_ping(self, data: dict[str, Any], ids: dict[str, str]) -> None:
-        await self.send({"type": "pong", **ids})
+        await self.channel.publish({"type": "pong", **ids})
 
     async def on_interrupt(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         await self.session.interrupt()
@@ -144,19 +146,19 @@ class Connection:
     async def on_restart(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         # In the background: frames about the cancelled requests and the restart
         # notices must keep flowing while the new kernel is fetched.
-        self._spawn(self._guard(self.session.restart(), ids))
+        self.channel.spawn(self._guard(self.session.restart(), ids))
 
     async def on_input_reply(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         self.session.reply_input(InputReply.model_validate(data).value)
 
     async def on_complete(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         msg = CodeAtCursor.model_validate(data)
-        self._spawn(self._guard(self._complete(msg, ids), ids))
+        self.channel.spawn(self._guard(self._complete(msg, ids), ids))
 
     async def _complete(self, msg: CodeAtCursor, ids: dict[str, str]) -> None:
         cursor = len(msg.code) if msg.cursor_pos is None else msg.cursor_pos
         reply = await self.session.complete(msg.code, cursor, self.runtime.settings.request_timeout)
-        await self.send({
+        await self.channel.publish({
             "type": "completion",
             **ids,
             "matches": reply.get("matches", []),
@@ -167,13 +169,13 @@ class Connection:
 
     async def on_inspect(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         msg = CodeAtCursor.model_validate(data)
-        self._spawn(self._guard(self._inspect(msg, ids), ids))
+        self.channel.spawn(self._guard(self._inspect(msg, ids), ids))
 
     async def _inspect(self, msg: CodeAtCursor, ids: dict[str, str]) -> None:
         cursor = len(msg.code) if msg.cursor_pos is None else msg.cursor_pos
         timeout = self.runtime.settings.request_timeout
         reply = await self.session.inspect(msg.code, cursor, msg.detail_level, timeout)
-        await self.send({
+        await self.channel.publish({
             "type": "inspection",
             **ids,
             "found": reply.get("found", False),
@@ -189,18 +191,19 @@ class Connection:
             await self.error(str(exc), ids)
 
     async def on_close_session(self, data: dict[str, Any], ids: dict[str, str]) -> None:
-        self.close_requested = True
-        await self._close_socket()
+        await self.runtime.close_session(self.session.id, "session closed by the client")
 
     # -- teardown ----------------------------------------------------------------------
 
-    async def close(self) -> None:
-        self._unlisten()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._outbox = asyncio.Queue()  # drop what was never sent
-        self._outbox.put_nowait(_CLOSE)
+    async def finish(self) -> None:
+        """Let a kicked socket say goodbye, then stop sending."""
+        if self._sender is None:
+            return
+        if self.kicked is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._sender), 2)
+            except asyncio.TimeoutError:
+                pass
         self._sender.cancel()
         await asyncio.gather(self._sender, return_exceptions=True)
 
@@ -232,54 +235,70 @@ def _describe(exc: ValidationError) -> str:
 
 @router.websocket("/ws")
 async def websocket_session(ws: WebSocket) -> None:
-    """A session per socket; `?session_id=` attaches to an existing one instead.
+    """A new session, or `?session_id=S` (with `&last_seq=N` to replay what was missed).
 
-    A session the socket created ends with it; one it attached to lives on.
+    A session made by a bare /ws ends `session_grace_s` after its socket goes, unless a
+    client attaches again; a session made over REST lives until deleted or culled.
     """
     runtime: Runtime = ws.app.state.runtime
+    owner = principal_of(ws)
     await ws.accept()
     session_id = ws.query_params.get("session_id")
     try:
+        last_seq = _last_seq(ws.query_params.get("last_seq"))
         if session_id is not None:
-            session, owned = runtime.sessions.get(session_id), False
+            channel = runtime.channel(session_id, owner)
         else:
-            session, owned = await runtime.sessions.create(ws.query_params.get("language")), True
-    except KernelError as exc:
+            channel = await runtime.open_session(ws.query_params.get("language"), owner, owned_by_socket=True)
+    except (KernelError, ValueError) as exc:
         await _refuse(ws, exc)
         return
+    conn = Connection(ws, runtime, channel)
+    replay = channel.attach(conn, last_seq)
+    resumed = session_id is not None
+    conn.start([_session_frame(channel, resumed, replay), *replay.frames])
     runtime.connections += 1
-    session.connections += 1
-    conn = Connection(ws, runtime, session)
-    log.info("session %s: socket connected", session.id)
+    channel.session.connections += 1
+    log.info("session %s: socket %s", channel.session.id, "resumed" if resumed else "connected")
     try:
-        await conn.send(_session_frame(session, resumed=not owned))
         await conn.receive_loop()
     except WebSocketDisconnect:
         pass
     finally:
         runtime.connections -= 1
-        session.connections -= 1
-        await conn.close()
-        if owned or conn.close_requested:
-            await runtime.sessions.discard(session.id)
-        log.info("session %s: socket closed", session.id)
+        channel.session.connections -= 1
+        channel.detach(conn, runtime.settings.session_grace_s, runtime.expire(channel))
+        await conn.finish()
+        log.info("session %s: socket closed", channel.session.id)
 
 
-async def _refuse(ws: WebSocket, exc: KernelError) -> None:
+def _last_seq(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise ValueError(f"last_seq must be a non-negative integer, not {value!r}")
+    return int(value)
+
+
+async def _refuse(ws: WebSocket, exc: Exception) -> None:
     await ws.send_text(json.dumps({"type": "error", "message": str(exc)}))
-    # 4404: no such session; 4400: a bad request; 1013: try again later (no kernel to be had)
-    code = 4404 if isinstance(exc, SessionNotFound) else 4400 if isinstance(exc, UnknownLanguage) else 1013
-    await ws.close(code=code, reason=str(exc)[:120])
+    await ws.close(code=close_code(exc), reason=str(exc)[:120])
 
 
-def _session_frame(session: Session, resumed: bool) -> Frame:
+def _session_frame(channel: SessionChannel, resumed: bool, replay: Replay) -> Frame:
+    session = channel.session
     info = session.kernel.info.get("language_info", {})
-    return {
+    frame: Frame = {
         "type": "session",
         "session_id": session.id,
         "kernel": session.spec_name,
         "language": session.language,
         "language_version": info.get("version"),
+        "execution_state": session.state.value,
         "resumed": resumed,
+        "last_seq": channel.seq,  # the seq of the newest frame so far
+        "replayed": len(replay.frames),
     }
-
+    if replay.lost is not None:
+        frame["lost"] = {"from_seq": replay.lost[0], "to_seq": replay.lost[1]}
+    return frame

@@ -34,3 +34,7 @@ class SessionNotFound(KernelError):
 
 class SessionClosed(KernelError):
     """The session was closed; it takes no more requests."""
+
+
+class CapacityExceeded(KernelError):
+    """The session or kernel limit is reached (pending starts included): try again later."""

@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import KernelStartFailed
+from .errors import CapacityExceeded, KernelStartFailed
 from .kernel import Kernel, LaunchOptions
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class KernelPool:
         size: int = 2,
         max_parallel_starts: int = 2,
         acquire_timeout: float = 60.0,
+        max_in_use: int = 1_000_000,
     ) -> None:
         self._options_for = options_for
         self.size = size
@@ -59,12 +60,16 @@ class KernelPool:
         self._stopping: set[asyncio.Task[None]] = set()
         self._closed = False
         self.in_use = 0
+        self.max_in_use = max_in_use
 
     def warm(self, spec_name: str) -> None:
         self._refill(spec_name)
 
     async def acquire(self, spec_name: str) -> Kernel:
         spec = self._specs.setdefault(spec_name, _Spec())
+        waiting = sum(s.waiting for s in self._specs.values())
+        if self.in_use + waiting >= self.max_in_use:  # waiters count: no overshoot in a burst
+            raise CapacityExceeded(f"max_kernels ({self.max_in_use}) kernels are in use; try again later")
         spec.waiting += 1
         try:
             self._refill(spec_name)

@@ -3,7 +3,8 @@
 The kernel command becomes a chain of small exec()s, each doing one thing and then
 becoming the next:
 
-    sh (root: enter the cgroups, hand the runtime dir to the kernel's uid)
+    setpriv --pdeathsig KILL (the chain dies with the gateway)
+    -> sh (root: enter the cgroups, hand the runtime dir to the kernel's uid)
     -> prlimit (resource limits)
     -> bwrap (namespaces, a read-only view of the interpreter, private /tmp and home)
     -> setpriv (inside: drop to the kernel's uid, no capabilities, no new privileges)
@@ -44,11 +45,14 @@ _ETC_FILES = (
     "/etc/mime.types", "/etc/ssl", "/etc/ca-certificates", "/etc/fonts", "/etc/matplotlibrc",
 )
 
-# Enters the cgroups named before "--", gives the runtime dir to the kernel's uid, then
-# becomes the rest of its arguments. Data is passed as arguments, never spliced into code.
-_ENTER = 'dir=$1; owner=$2; shift 2\n' \
+# Runs right after `setpriv --pdeathsig KILL`: quits if the gateway died before that took
+# hold (the one window the death signal cannot cover), enters the cgroups named before "--",
+# gives the runtime dir to the kernel's uid, then becomes the rest of its arguments.
+# Data is passed as arguments, never spliced into code.
+_ENTER = 'parent=$1; dir=$2; owner=$3; shift 3\n' \
+    '[ "$PPID" = "$parent" ] || exit 1\n' \
     'while [ "$1" != "--" ]; do echo $$ > "$1"; shift; done; shift\n' \
-    'chown -R "$owner" "$dir"\n' \
+    '[ -z "$owner" ] || chown -R "$owner" "$dir"\n' \
     'exec "$@"'
 
 
@@ -142,10 +146,13 @@ class Confinement:
     def wrap(self, cmd: list[str]) -> list[str]:
         probe, config = self.sandbox.probe, self.sandbox.config
         chain: list[str] = []
-        if probe.root and (self.cgroup or self.uid is not None):
-            owner = f"{self.uid}:{self.uid}" if self.uid is not None else "0:0"
-            procs = [str(p) for p in self.cgroup.procs] if self.cgroup else []
-            chain += ["/bin/sh", "-c", _ENTER, "sh", str(self.runtime_dir), owner, *procs, "--"]
+        if probe.setpriv:
+            # The whole chain, bwrap included, dies with the gateway, even by SIGKILL
+            # (bwrap's --die-with-parent only guards the sandbox against bwrap's death).
+            chain += [probe.setpriv, "--pdeathsig", "KILL", "--"]
+        owner = f"{self.uid}:{self.uid}" if self.uid is not None else ""
+        procs = [str(p) for p in self.cgroup.procs] if self.cgroup else []
+        chain += ["/bin/sh", "-c", _ENTER, "sh", str(os.getpid()), str(self.runtime_dir), owner, *procs, "--"]
         if probe.prlimit:
             chain += [
                 probe.prlimit,
@@ -157,10 +164,6 @@ class Confinement:
                 "--core=0",
                 "--",
             ]
-        if probe.setpriv:
-            # bwrap's --die-with-parent guards only the sandbox from bwrap's own death; this
-            # makes bwrap itself die with the gateway, even by SIGKILL.
-            chain += [probe.setpriv, "--pdeathsig", "KILL", "--"]
         if probe.bwrap:
             chain += self._bwrap(probe.bwrap)
             cmd = [_inside(cmd[0]), *cmd[1:]]

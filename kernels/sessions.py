@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 
-from .errors import SessionNotFound
+from .errors import CapacityExceeded, SessionNotFound
 from .languages import Languages
 from .pool import KernelPool
 from .session import Session
@@ -15,14 +15,23 @@ log = logging.getLogger(__name__)
 
 
 class SessionManager:
-    def __init__(self, pool: KernelPool, languages: Languages) -> None:
+    def __init__(self, pool: KernelPool, languages: Languages, max_sessions: int = 100) -> None:
         self.pool = pool
         self.languages = languages
+        self.max_sessions = max_sessions
         self._sessions: dict[str, Session] = {}
+        self._pending = 0  # sessions whose kernel is being fetched
 
     async def create(self, language: str | None = None) -> Session:
         spec_name = self.languages.spec_for(language)
-        kernel = await self.pool.acquire(spec_name)
+        # Pending creations count, so a burst cannot overshoot the limit.
+        if len(self._sessions) + self._pending >= self.max_sessions:
+            raise CapacityExceeded(f"the gateway runs max_sessions ({self.max_sessions}) sessions; try again later")
+        self._pending += 1
+        try:
+            kernel = await self.pool.acquire(spec_name)
+        finally:
+            self._pending -= 1
         # 128 random bits: a session id is a capability, so it must not be guessable.
         session_id = secrets.token_urlsafe(16)
         session = Session(session_id, language or self.languages.default, spec_name, kernel, self.pool)

@@ -103,7 +103,7 @@ def _env_value(value: Any) -> str:
 @pytest.fixture(scope="session")
 def server() -> Iterator[GatewayServer]:
     """One gateway shared by the tests that need no special settings."""
-    srv = GatewayServer(pool_size=2)
+    srv = GatewayServer(pool_size=2, session_grace_s=0)
     yield srv
     left = srv.stop()
     assert not left, f"kernel processes left after shutdown: {left}"

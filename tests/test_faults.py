@@ -29,6 +29,7 @@ def fault_server() -> Iterator[GatewayServer]:
     try:
         srv = GatewayServer(
             pool_size=2,
+            session_grace_s=0,
             memory_limit_bytes=512 * 2**20,
             output_limit=1_000_000,
             interrupt_grace=2,
@@ -279,7 +280,7 @@ async def test_kernels_run_as_distinct_unprivileged_users(fault_server: GatewayS
 
 async def test_cpu_limit_kills_the_kernel(sandbox: dict) -> None:
     needs(sandbox, namespaces="bubblewrap")
-    server = GatewayServer(pool_size=1, cpu_seconds=2)
+    server = GatewayServer(pool_size=1, cpu_seconds=2, session_grace_s=0)
     try:
         async with connect(server) as client:
             result = result_of(await client.run("while True: pass", timeout=60, wait=60))

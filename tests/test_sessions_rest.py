@@ -112,8 +112,8 @@ async def test_client_leaving_a_one_shot_stream_discards_its_kernel(http: httpx.
             frame = json.loads(line)
             if frame["type"] == "output":
                 connection_file = frame["output"]["text"].strip()
+                assert processes_of(connection_file)
                 break
-    assert processes_of(connection_file)
     await wait_gone(connection_file)
 
 

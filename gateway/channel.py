@@ -1,0 +1,115 @@
+"""A session's outgoing frames: numbered, kept in a bounded log, sent to the attached socket.
+
+The channel outlives sockets: executions keep publishing while no client is attached, and a
+client that comes back with `last_seq` gets every frame after it from the log, exactly once,
+in order, before anything live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from kernels.events import SessionNotice
+from kernels.session import Session
+
+from .frames import Frame, notice_frame
+
+log = logging.getLogger("gateway")
+
+
+class Sink(Protocol):
+    """Where a channel's frames go: one attached socket."""
+
+    async def send(self, frame: Frame) -> None: ...
+
+    def kick(self, code: int, reason: str) -> None: ...
+
+
+class Replay:
+    """What a re-attaching client missed: the frames after its `last_seq`, and the gap the
+    log's bound made, if any (seqs from `lost_from` to `lost_to` are gone)."""
+
+    def __init__(self, frames: list[Frame], lost: tuple[int, int] | None) -> None:
+        self.frames = frames
+        self.lost = lost
+
+
+class SessionChannel:
+    def __init__(self, session: Session, owner: str, log_frames: int, owned_by_socket: bool) -> None:
+        self.session = session
+        self.owner = owner
+        self.owned_by_socket = owned_by_socket  # created by a bare /ws: ends after its grace
+        self.seq = 0
+        self._log: deque[Frame] = deque(maxlen=log_frames)
+        self.sink: Sink | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.expiry: asyncio.TimerHandle | None = None
+        self._unlisten = session.listen(self._on_notice)
+
+    # -- publishing --------------------------------------------------------------------
+
+    async def publish(self, frame: Frame) -> None:
+        self.seq += 1
+        frame["seq"] = self.seq
+        self._log.append(frame)
+        if self.sink is not None:
+            await self.sink.send(frame)
+
+    def _on_notice(self, notice: SessionNotice) -> None:
+        if notice.state in ("busy", "idle") and not notice.message:
+            return  # the per-request status frames say this already
+        if notice.state != "closed":
+            self.spawn(self.publish(notice_frame(notice)))
+
+    def spawn(self, work: Awaitable[None]) -> None:
+        """Run work that belongs to the session, not to the socket that asked for it."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- sockets -----------------------------------------------------------------------
+
+    def attach(self, sink: Sink, last_seq: int | None) -> Replay:
+        """Make `sink` the session's socket; the one before it is taken over.
+
+        Synchronous on purpose: no frame can be published between the snapshot of the log
+        and the switch, so replay and live frames neither overlap nor leave a hole.
+        """
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        if self.sink is not None:
+            self.sink.kick(4409, "taken over by a newer connection to this session")
+        self.sink = sink
+        if last_seq is None:
+            return Replay([], None)
+        first_kept = self.seq - len(self._log) + 1
+        frames = [f for f in self._log if f["seq"] > last_seq]
+        lost = (last_seq + 1, first_kept - 1) if last_seq + 1 < first_kept else None
+        return Replay(frames, lost)
+
+    def detach(self, sink: Sink, grace: float, expire: Callable[[], None]) -> None:
+        if self.sink is not sink:
+            return  # taken over: the newer socket owns the session now
+        self.sink = None
+        if self.owned_by_socket:
+            self.expiry = asyncio.get_running_loop().call_later(grace, expire)
+
+    @property
+    def attached(self) -> bool:
+        return self.sink is not None
+
+    async def close(self, reason: str) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+        self._unlisten()
+        if self.sink is not None:
+            self.sink.kick(1000, reason)
+            self.sink = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

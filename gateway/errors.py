@@ -1,0 +1,64 @@
+"""Each error of the layers below maps to one HTTP status and one WebSocket close code, here."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from kernels.errors import (
+    CapacityExceeded,
+    KernelBusyTimeout,
+    KernelDied,
+    KernelStartFailed,
+    SessionClosed,
+    SessionNotFound,
+    UnknownLanguage,
+)
+
+from .runtime import CodeTooLarge, TimeoutTooLarge
+
+# WebSocket close codes of our own (4000-4999 are the application's).
+WS_BAD_REQUEST = 4400
+WS_UNAUTHORIZED = 4401
+WS_FORBIDDEN_ORIGIN = 4403
+WS_NO_SESSION = 4404
+WS_TAKEN_OVER = 4409
+WS_TRY_AGAIN_LATER = 1013  # the standard "try again later"
+
+RETRY_AFTER_S = 5
+
+
+class BodyTooLarge(Exception):
+    """A chunked request body grew past `max_body_bytes`."""
+
+
+_STATUS: dict[type[Exception], tuple[int, int]] = {
+    UnknownLanguage: (400, WS_BAD_REQUEST),
+    TimeoutTooLarge: (422, WS_BAD_REQUEST),
+    CodeTooLarge: (413, WS_BAD_REQUEST),
+    BodyTooLarge: (413, WS_BAD_REQUEST),
+    SessionNotFound: (404, WS_NO_SESSION),
+    SessionClosed: (409, WS_NO_SESSION),
+    KernelDied: (409, WS_TRY_AGAIN_LATER),
+    CapacityExceeded: (503, WS_TRY_AGAIN_LATER),
+    KernelStartFailed: (503, WS_TRY_AGAIN_LATER),
+    KernelBusyTimeout: (504, WS_TRY_AGAIN_LATER),
+    ValueError: (400, WS_BAD_REQUEST),  # last: the ValueErrors above are more precise
+}
+
+# ValueError stands for a bad WebSocket query parameter only; over HTTP, FastAPI validates.
+HANDLED = tuple(kind for kind in _STATUS if kind is not ValueError)
+
+
+def _codes(exc: Exception) -> tuple[int, int]:
+    return next((codes for kind, codes in _STATUS.items() if isinstance(exc, kind)), (500, 1011))
+
+
+def close_code(exc: Exception) -> int:
+    return _codes(exc)[1]
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    status = _codes(exc)[0]
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
