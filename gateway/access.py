@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import WS_FORBIDDEN_ORIGIN, WS_UNAUTHORIZED, BodyTooLarge
+from .errors import WS_FORBIDDEN_ORIGIN, WS_UNAUTHORIZED
 from .settings import Settings
 
 ANONYMOUS = "anonymous"
@@ -53,7 +53,15 @@ class AccessMiddleware:
         if length is not None and length.isdigit() and int(length) > limit:
             await _json(send, 413, f"request body of {length} bytes is above max_body_bytes ({limit})")
             return
-        await self.app(scope, _limited(receive, limit), send)
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            # A chunked body: read it here, up to the limit, so an oversize one gets a 413
+            # rather than a parse error from deep inside the app.
+            body = await _read_body(receive, limit)
+            if body is None:
+                await _json(send, 413, f"request body is above max_body_bytes ({limit})")
+                return
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         origin = _header(scope, b"origin")
@@ -122,17 +130,30 @@ async def _refuse_socket(receive: Receive, send: Send, code: int, reason: str) -
     await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-def _limited(receive: Receive, limit: int) -> Receive:
-    """A receive that stops a body without content-length (chunked) at the limit."""
-    seen = 0
-
-    async def wrapped() -> Message:
-        nonlocal seen
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it passes `limit` bytes."""
+    chunks, size = [], 0
+    while True:
         message: Any = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise BodyTooLarge(f"request body is above max_body_bytes ({limit})")
-        return message
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
-    return wrapped
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()  # then wait for the disconnect, as Starlette expects
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed

@@ -28,15 +28,10 @@ WS_TRY_AGAIN_LATER = 1013  # the standard "try again later"
 RETRY_AFTER_S = 5
 
 
-class BodyTooLarge(Exception):
-    """A chunked request body grew past `max_body_bytes`."""
-
-
 _STATUS: dict[type[Exception], tuple[int, int]] = {
     UnknownLanguage: (400, WS_BAD_REQUEST),
     TimeoutTooLarge: (422, WS_BAD_REQUEST),
     CodeTooLarge: (413, WS_BAD_REQUEST),
-    BodyTooLarge: (413, WS_BAD_REQUEST),
     SessionNotFound: (404, WS_NO_SESSION),
     SessionClosed: (409, WS_NO_SESSION),
     KernelDied: (409, WS_TRY_AGAIN_LATER),
