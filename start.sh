@@ -43,7 +43,11 @@ ensure_venv() {
   [ -x "$venv/bin/python" ] || "${UV[@]}" venv --quiet --python "$PYTHON" "$venv"
   log "installing $lock into $venv"
   "${UV[@]}" pip sync --quiet --python "$venv/bin/python" --require-hashes "$lock"
-  [ -z "$project" ] || "${UV[@]}" pip install --quiet --python "$venv/bin/python" --no-deps -e .
+  if [ -n "$project" ]; then
+    "${UV[@]}" pip install --quiet --python "$venv/bin/python" --no-deps -e .
+    # The Bash kernel ships its kernelspec as a step of its own.
+    "$venv/bin/python" -m bash_kernel.install --sys-prefix >/dev/null
+  fi
   echo "$want" >"$venv/.installed"
 }
 

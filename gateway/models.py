@@ -101,5 +101,12 @@ class Health(BaseModel):
     sandbox: dict[str, Any] = Field(description="the confinement in force for kernels")
 
 
+class LanguageInfo(BaseModel):
+    language: str
+    kernel: str
+    display_name: str
+    default: bool
+
+
 class ErrorDetail(BaseModel):
     detail: str

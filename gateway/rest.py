@@ -12,7 +12,7 @@ from kernels.execution import ExecutionLimits, execute
 
 from . import __version__
 from .frames import Frame, execution_frames, request_ids
-from .models import ApiInfo, ExecuteRequest, ExecutionResult, Health
+from .models import ApiInfo, ExecuteRequest, ExecutionResult, Health, LanguageInfo
 from .runtime import Runtime
 from .sessions import run_in_session
 from .streaming import respond, wants_stream
@@ -33,6 +33,7 @@ async def api_info() -> ApiInfo:
         docs="/docs",
         endpoints={
             "GET /health": "status, connections, sessions, kernels",
+            "GET /languages": "languages available for `language`",
             "POST /execute": "run code once in a fresh kernel (or in a session: session_id)",
             "POST /sessions": "create a session with a persistent kernel",
             "GET /sessions": "list sessions",
@@ -51,6 +52,21 @@ async def health(request: Request) -> Health:
         kernels=rt.pool.stats(),
         sandbox=rt.sandbox.report(),
     )
+
+
+@router.get("/languages", response_model=list[LanguageInfo])
+async def languages(request: Request) -> list[LanguageInfo]:
+    """The languages `language` may name, and the kernelspec each runs on."""
+    langs = runtime(request).languages
+    return [
+        LanguageInfo(
+            language=name,
+            kernel=spec,
+            display_name=langs.kernelspecs[spec]["spec"].get("display_name", spec),
+            default=name == langs.default,
+        )
+        for name, spec in sorted(langs.specs.items())
+    ]
 
 
 @router.post(

@@ -65,13 +65,13 @@ class Runtime:
         self._culler: asyncio.Task[None] | None = None
 
     def launch_options(self, spec_name: str) -> LaunchOptions:
-        return LaunchOptions(
-            startup_timeout=self.settings.kernel_startup_timeout,
+        options = LaunchOptions(startup_timeout=self.settings.kernel_startup_timeout, sandbox=self.sandbox)
+        if self.languages.language_of(spec_name) == "python":
             # History in memory: IPython's default SQLite file in $HOME would be shared by
             # every kernel of the same user, so `%history -g` could show others' code.
-            extra_arguments=["--HistoryManager.hist_file=:memory:"],
-            sandbox=self.sandbox,
-        )
+            options.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
+            options.warm_up_code = "1"
+        return options
 
     def limits(self, timeout: float | None) -> ExecutionLimits:
         s = self.settings

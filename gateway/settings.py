@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     )
 
     languages: dict[str, str] = Field(
-        default={"python": "python3", "python3": "python3"},
+        default={"python": "python3", "python3": "python3", "bash": "bash", "sh": "bash"},
         description="language name -> kernelspec name (JSON object in the environment)",
     )
     default_language: str = Field("python", description="language when a request names none")

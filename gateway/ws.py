@@ -117,12 +117,14 @@ class Connection:
         if msg.language is not None:
             spec_name = self.runtime.languages.spec_for(msg.language)
             if spec_name != self.session.spec_name:
-                await self.error(
-                    f"this session runs {self.session.language}; open a socket with "
-                    f"?language={msg.language} to run {msg.language}",
-                    ids,
-                )
-                return
+                if self.session.runs:
+                    await self.error(
+                        f"this session runs {self.session.language}; open a socket with "
+                        f"?language={msg.language} to run {msg.language}",
+                        ids,
+                    )
+                    return
+                await self.session.switch_language(msg.language, spec_name)
         self.runtime.check_code(msg.code)
         limits = self.runtime.limits(msg.timeout)
         request = self.session.submit(msg.code, limits, allow_stdin=True)

@@ -55,6 +55,7 @@ class LaunchOptions:
     cwd: str | None = None
     extra_arguments: list[str] = field(default_factory=list)
     sandbox: Sandbox | None = None
+    warm_up_code: str | None = None  # a throw-away cell run before the kernel counts as ready
 
 
 # The only variables of the gateway's own environment a kernel sees: never its secrets.
@@ -142,7 +143,8 @@ class Kernel:
         self._tasks = [asyncio.create_task(self._pump(n, c)) for n, c in channels.items()]
         self._tasks.append(asyncio.create_task(self._watch_death()))
         await self._wait_ready()
-        await self.warm_up()
+        if options.warm_up_code is not None:
+            await self.warm_up(options.warm_up_code)
 
     async def _sockets_bound(self) -> None:
         """Wait until the kernel has bound every ipc socket.
@@ -194,10 +196,10 @@ class Kernel:
                 self.state = KernelState.IDLE
                 return
 
-    async def warm_up(self) -> None:
+    async def warm_up(self, code: str) -> None:
         """Run a throw-away cell that leaves no history, so the user's first cell does not
         pay IPython's first-execution costs. Bounded by the caller's `startup_timeout`."""
-        content = {"code": "1", "silent": False, "store_history": False, "allow_stdin": False}
+        content = {"code": code, "silent": False, "store_history": False, "allow_stdin": False}
         msg = self.client.session.msg("execute_request", content)
         queue = self.subscribe(msg["header"]["msg_id"])
         try:

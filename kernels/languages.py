@@ -11,9 +11,15 @@ class Languages:
     """Maps language names (`python`, `bash`) to installed kernelspec names."""
 
     def __init__(self, mapping: dict[str, str], default: str = "python") -> None:
-        installed = set(KernelSpecManager().find_kernel_specs())
+        manager = KernelSpecManager()
+        installed = manager.get_all_specs()
         self.specs = {lang: spec for lang, spec in mapping.items() if spec in installed}
+        # kernelspec name -> its kernel.json (language, display_name, ...) and resource dir
+        self.kernelspecs = {name: installed[name] for name in set(self.specs.values())}
         self.default = default
+
+    def language_of(self, spec_name: str) -> str:
+        return self.kernelspecs[spec_name]["spec"]["language"]
 
     def spec_for(self, language: str | None) -> str:
         language = (language or self.default).lower()

@@ -75,6 +75,7 @@ class Session:
         self.created = time.time()
         self.last_activity = self.created
         self.connections = 0  # clients attached to it now
+        self.runs = 0  # requests submitted so far
         self._state = SessionState.IDLE
         self._queue: deque[Request] = deque()
         self._wakeup = asyncio.Event()
@@ -111,6 +112,7 @@ class Session:
         if self._state is SessionState.CLOSED:
             raise SessionClosed(f"session {self.id} is closed")
         request = Request(code, limits, allow_stdin)
+        self.runs += 1
         self._queue.append(request)
         self._wakeup.set()
         self.touch()
@@ -199,6 +201,15 @@ class Session:
         self._pool.release(old)
         log.info("session %s: kernel replaced", self.id)
         self._set_state(SessionState.IDLE, message, lost=True)
+
+    async def switch_language(self, language: str, spec_name: str) -> None:
+        """Give a session that has run nothing yet a kernel of another language (a client
+        that opens a bare socket says the language only with its first request)."""
+        if self.runs:
+            raise SessionClosed(f"this session runs {self.language} and has state; open another for {language}")
+        old, self.kernel = self.kernel, await self._pool.acquire(spec_name)
+        self.language, self.spec_name = language, spec_name
+        self._pool.release(old)
 
     def reply_input(self, value: str) -> None:
         if self.kernel.is_dead:
