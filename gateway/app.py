@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from . import __version__, rest, sessions, ws
+from . import __version__, jupyter, rest, sessions, ws
 from .access import AccessMiddleware
 from .errors import HANDLED, http_error
 from .runtime import Runtime
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rest.router)
     app.include_router(sessions.router)
     app.include_router(ws.router)
+    app.include_router(jupyter.router)
     for kind in HANDLED:
         app.add_exception_handler(kind, http_error)
     return app

@@ -93,8 +93,15 @@ class Runtime:
 
     # -- sessions and their channels ---------------------------------------------------
 
-    async def open_session(self, language: str | None, owner: str, owned_by_socket: bool = False) -> SessionChannel:
-        session = await self.sessions.create(language)
+    async def open_session(
+        self,
+        language: str | None,
+        owner: str,
+        owned_by_socket: bool = False,
+        spec_name: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> SessionChannel:
+        session = await self.sessions.create(language, spec_name, env)
         channel = SessionChannel(session, owner, self.settings.session_log_frames, owned_by_socket)
         self.channels[session.id] = channel
         return channel

@@ -15,6 +15,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ class Kernel:
         self._tasks: list[asyncio.Task[None]] = []
         self._died = asyncio.Event()
         self._subshell: asyncio.Task[str | None] | None = None
+        self.taps: list[Callable[[dict[str, Any]], None]] = []  # see every message
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -293,12 +295,21 @@ class Kernel:
             queue = self._routes.get(parent)
             if queue is not None:
                 queue.put_nowait(msg)
+            for tap in self.taps:
+                tap(msg)
 
     def _track_status(self, msg: dict[str, Any]) -> None:
         if self.state in (KernelState.IDLE, KernelState.BUSY):
             state = msg["content"].get("execution_state")
             if state in ("idle", "busy"):
                 self.state = KernelState(state)
+
+    def send_raw(self, channel: str, msg: dict[str, Any]) -> None:
+        """Send a client's own Jupyter message as it is (its header and msg_id kept)."""
+        if self.is_dead:
+            raise KernelDied(self.exit_reason or "kernel is dead")
+        stream = getattr(self.client, f"{channel}_channel").socket
+        self.client.session.send(stream, msg)
 
     async def request(
         self,

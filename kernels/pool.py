@@ -94,6 +94,21 @@ class KernelPool:
         self._refill(spec_name)
         return kernel
 
+    async def acquire_fresh(self, spec_name: str, env: dict[str, str]) -> Kernel:
+        """A kernel started now with extra environment variables (a pooled one has its
+        environment already). Counted as in use like any other."""
+        if self.in_use >= self.max_in_use:
+            raise CapacityExceeded(f"max_kernels ({self.max_in_use}) kernels are in use; try again later")
+        options = self._options_for(spec_name)
+        options.env = {**options.env, **env}
+        self.in_use += 1
+        try:
+            async with self._starts:
+                return await Kernel.start(spec_name, options)
+        except BaseException:
+            self.in_use -= 1
+            raise
+
     def release(self, kernel: Kernel) -> None:
         """The taker is done with the kernel: shut it down in the background."""
         self.in_use -= 1

@@ -76,6 +76,7 @@ class Session:
         self.last_activity = self.created
         self.connections = 0  # clients attached to it now
         self.runs = 0  # requests submitted so far
+        self._taps: list[Callable[[dict[str, Any]], None]] = []
         self._state = SessionState.IDLE
         self._queue: deque[Request] = deque()
         self._wakeup = asyncio.Event()
@@ -101,6 +102,25 @@ class Session:
         """Call `listener` with every session notice; returns the function that stops it."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def tap(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call `fn` with every message of the session's kernel, this one and the ones that
+        replace it; returns the function that stops it."""
+        self._taps.append(fn)
+        self.kernel.taps.append(fn)
+
+        def stop() -> None:
+            for taps in (self._taps, self.kernel.taps):
+                if fn in taps:
+                    taps.remove(fn)
+
+        return stop
+
+    def _swap_kernel(self, new: Kernel) -> Kernel:
+        old, self.kernel = self.kernel, new
+        old.taps.clear()
+        new.taps.extend(self._taps)
+        return old
 
     def touch(self) -> None:
         self.last_activity = time.time()
@@ -197,7 +217,7 @@ class Session:
     async def _replace_kernel(self, message: str) -> None:
         # A ready kernel from the pool is faster than rebooting this one.
         self._set_state(SessionState.RESTARTING, message, lost=True)
-        old, self.kernel = self.kernel, await self._pool.acquire(self.spec_name)
+        old = self._swap_kernel(await self._pool.acquire(self.spec_name))
         self._pool.release(old)
         log.info("session %s: kernel replaced", self.id)
         self._set_state(SessionState.IDLE, message, lost=True)
@@ -207,7 +227,7 @@ class Session:
         that opens a bare socket says the language only with its first request)."""
         if self.runs:
             raise SessionClosed(f"this session runs {self.language} and has state; open another for {language}")
-        old, self.kernel = self.kernel, await self._pool.acquire(spec_name)
+        old = self._swap_kernel(await self._pool.acquire(spec_name))
         self.language, self.spec_name = language, spec_name
         self._pool.release(old)
 

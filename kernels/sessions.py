@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import uuid
 
 from .errors import CapacityExceeded, SessionNotFound
 from .languages import Languages
@@ -22,18 +23,25 @@ class SessionManager:
         self._sessions: dict[str, Session] = {}
         self._pending = 0  # sessions whose kernel is being fetched
 
-    async def create(self, language: str | None = None) -> Session:
-        spec_name = self.languages.spec_for(language)
+    async def create(
+        self, language: str | None = None, spec_name: str | None = None, env: dict[str, str] | None = None
+    ) -> Session:
+        """A session on a pooled kernel; with `env`, on a kernel started for it with that env."""
+        if spec_name is None:
+            spec_name = self.languages.spec_for(language)
+        else:
+            language = self.languages.language_of(spec_name)
         # Pending creations count, so a burst cannot overshoot the limit.
         if len(self._sessions) + self._pending >= self.max_sessions:
             raise CapacityExceeded(f"the gateway runs max_sessions ({self.max_sessions}) sessions; try again later")
         self._pending += 1
         try:
-            kernel = await self.pool.acquire(spec_name)
+            kernel = await (self.pool.acquire_fresh(spec_name, env) if env else self.pool.acquire(spec_name))
         finally:
             self._pending -= 1
-        # 128 random bits: a session id is a capability, so it must not be guessable.
-        session_id = secrets.token_urlsafe(16)
+        # 128 random bits (a session id must not be guessable), in the UUID shape Jupyter
+        # clients expect of kernel ids; no version bits are set, so no bit is given away.
+        session_id = str(uuid.UUID(bytes=secrets.token_bytes(16)))
         session = Session(session_id, language or self.languages.default, spec_name, kernel, self.pool)
         self._sessions[session_id] = session
         log.info("session %s: created (%s)", session_id, spec_name)

@@ -1,0 +1,234 @@
+"""The Jupyter kernels API (what Jupyter Kernel Gateway serves), so a Jupyter server started
+with `--gateway-url` can use this gateway: kernelspecs, kernels, and a pass-through of the
+Jupyter message protocol over `/api/kernels/{id}/channels`.
+
+Kernels made here are sessions like any other: pooled, confined, counted, culled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field
+
+from kernels.errors import KernelError
+from kernels.session import Session
+
+from . import __version__, jupyter_wire
+from .access import principal_of
+from .channel import SessionChannel
+from .errors import close_code
+from .runtime import Runtime
+
+log = logging.getLogger("gateway")
+router = APIRouter(tags=["jupyter"])
+
+CHANNELS = ("shell", "iopub", "stdin", "control")
+# Variables a Jupyter server sends about itself; they need no kernel of their own.
+_HOUSEKEEPING_ENV = frozenset({"KERNEL_USERNAME", "KERNEL_LAUNCH_TIMEOUT", "KERNEL_WORKING_DIR", "KERNEL_ID"})
+_MAX_ENV_VALUE = 4096
+
+
+class StartKernel(BaseModel):
+    name: str | None = Field(None, description="kernelspec name; the default when absent")
+    env: dict[str, str] = Field(default={}, description="KERNEL_* variables and allow-listed ones reach the kernel")
+
+
+def _runtime(request: Request | WebSocket) -> Runtime:
+    return request.app.state.runtime
+
+
+def _jupyter_time(timestamp: float) -> str:
+    # Jupyter's gateway client parses exactly this format.
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def kernel_model(session: Session) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "name": session.spec_name,
+        "last_activity": _jupyter_time(session.last_activity),
+        "execution_state": session.state.value,
+        "connections": session.connections,
+    }
+
+
+# -- kernelspecs ---------------------------------------------------------------------------
+
+
+def _spec_model(rt: Runtime, name: str) -> dict[str, Any]:
+    found = rt.languages.kernelspecs.get(name)
+    if found is None:
+        raise HTTPException(404, f"no kernelspec {name!r}; available: {', '.join(sorted(rt.languages.kernelspecs))}")
+    resources = {
+        path.stem: f"/kernelspecs/{name}/{path.name}"
+        for path in Path(found["resource_dir"]).iterdir()
+        if path.suffix in (".png", ".svg", ".js", ".css")
+    }
+    return {"name": name, "spec": found["spec"], "resources": resources}
+
+
+@router.get("/api")
+async def api_version() -> dict[str, str]:
+    return {"version": __version__}
+
+
+@router.get("/api/kernelspecs")
+async def kernelspecs(request: Request) -> dict[str, Any]:
+    rt = _runtime(request)
+    default = rt.languages.spec_for(None)
+    return {"default": default, "kernelspecs": {n: _spec_model(rt, n) for n in sorted(rt.languages.kernelspecs)}}
+
+
+@router.get("/api/kernelspecs/{name}")
+async def kernelspec(name: str, request: Request) -> dict[str, Any]:
+    return _spec_model(_runtime(request), name)
+
+
+@router.get("/kernelspecs/{name}/{file}")
+async def kernelspec_resource(name: str, file: str, request: Request) -> FileResponse:
+    found = _runtime(request).languages.kernelspecs.get(name)
+    base = Path(found["resource_dir"]).resolve() if found else None
+    path = (base / file).resolve() if base else None
+    if path is None or path.parent != base or not path.is_file():  # no way out of the spec's dir
+        raise HTTPException(404, f"no resource {file!r} for kernelspec {name!r}")
+    return FileResponse(path)
+
+
+# -- kernels -------------------------------------------------------------------------------
+
+
+def _session(request: Request | WebSocket, kernel_id: str) -> SessionChannel:
+    return _runtime(request).channel(kernel_id, principal_of(request))
+
+
+def _kernel_env(rt: Runtime, env: dict[str, str]) -> dict[str, str]:
+    """The client's variables that may reach the kernel: KERNEL_* and the allow-list."""
+    allowed = set(rt.settings.kernel_env_allowlist)
+    kept = {}
+    for key, value in env.items():
+        if not (key.startswith("KERNEL_") or key in allowed):
+            continue
+        if len(value) > _MAX_ENV_VALUE or any(c in value for c in "\0\n\r") or "\0" in key or "=" in key:
+            raise HTTPException(400, f"environment variable {key!r}: values must be under {_MAX_ENV_VALUE} characters without NUL or newlines")
+        kept[key] = value
+    return kept
+
+
+@router.get("/api/kernels")
+async def list_kernels(request: Request) -> list[dict[str, Any]]:
+    return [kernel_model(c.session) for c in _runtime(request).owned_by(principal_of(request))]
+
+
+@router.post("/api/kernels", status_code=201)
+async def start_kernel(request: Request, body: StartKernel | None = None) -> JSONResponse:
+    rt = _runtime(request)
+    body = body or StartKernel()
+    spec_name = body.name or rt.languages.spec_for(None)
+    if spec_name not in rt.languages.kernelspecs:
+        raise HTTPException(404, f"no kernelspec {spec_name!r}; available: {', '.join(sorted(rt.languages.kernelspecs))}")
+    env = _kernel_env(rt, body.env)
+    own_env = {k: v for k, v in env.items() if k not in _HOUSEKEEPING_ENV}
+    channel = await rt.open_session(None, principal_of(request), spec_name=spec_name, env=own_env or None)
+    model = kernel_model(channel.session)
+    return JSONResponse(model, status_code=201, headers={"Location": f"/api/kernels/{model['id']}"})
+
+
+@router.get("/api/kernels/{kernel_id}")
+async def get_kernel(kernel_id: str, request: Request) -> dict[str, Any]:
+    return kernel_model(_session(request, kernel_id).session)
+
+
+@router.delete("/api/kernels/{kernel_id}", status_code=204)
+async def delete_kernel(kernel_id: str, request: Request) -> Response:
+    _session(request, kernel_id)
+    await _runtime(request).close_session(kernel_id, "deleted over the Jupyter API")
+    return Response(status_code=204)
+
+
+@router.post("/api/kernels/{kernel_id}/interrupt", status_code=204)
+async def interrupt_kernel(kernel_id: str, request: Request) -> Response:
+    session = _session(request, kernel_id).session
+    session.touch()
+    await session.kernel.interrupt()  # Jupyter clients track their own requests
+    return Response(status_code=204)
+
+
+@router.post("/api/kernels/{kernel_id}/restart")
+async def restart_kernel(kernel_id: str, request: Request) -> dict[str, Any]:
+    session = _session(request, kernel_id).session
+    await session.restart()
+    return kernel_model(session)
+
+
+# -- the Jupyter message protocol ----------------------------------------------------------
+
+
+@router.websocket("/api/kernels/{kernel_id}/channels")
+async def kernel_channels(ws: WebSocket, kernel_id: str) -> None:
+    """Jupyter messages, both ways, as they are: JSON text frames with a `channel` field
+    (binary frames for messages with buffers), or the binary v1 protocol when offered."""
+    v1 = jupyter_wire.V1 in ws.scope.get("subprotocols", [])
+    await ws.accept(subprotocol=jupyter_wire.V1 if v1 else None)
+    try:
+        channel = _session(ws, kernel_id)
+    except KernelError as exc:
+        await ws.close(code=close_code(exc), reason=str(exc)[:120])
+        return
+    session = channel.session
+    # Unbounded: a pass-through cannot slow the kernel's iopub down without dropping
+    # messages (ZMQ drops past its high-water mark); each message is sent as soon as it can.
+    outbox: asyncio.Queue[str | bytes] = asyncio.Queue()
+
+    def forward(msg: dict[str, Any]) -> None:
+        outbox.put_nowait(jupyter_wire.encode(msg, msg["channel"], v1))
+
+    stop_tap = session.tap(forward)
+    session.connections += 1
+    sender = asyncio.create_task(_send_all(ws, outbox))
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            _pass_to_kernel(session, message.get("text") or message.get("bytes"), v1)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        stop_tap()
+        session.connections -= 1
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+
+
+def _pass_to_kernel(session: Session, data: str | bytes | None, v1: bool) -> None:
+    try:
+        name, msg = jupyter_wire.decode(data or "", v1)
+        if name not in CHANNELS or not isinstance(msg.get("header"), dict):
+            raise jupyter_wire.BadFrame(f"unknown channel {name!r} or no header")
+    except jupyter_wire.BadFrame as exc:
+        log.warning("session %s: dropped a message: %s", session.id, exc)
+        return
+    session.touch()
+    try:
+        session.kernel.send_raw(name, msg)
+    except KernelError:
+        log.warning("session %s: kernel gone, message dropped", session.id)
+
+
+async def _send_all(ws: WebSocket, outbox: asyncio.Queue[str | bytes]) -> None:
+    try:
+        while True:
+            frame = await outbox.get()
+            if isinstance(frame, bytes):
+                await ws.send_bytes(frame)
+            else:
+                await ws.send_text(frame)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass

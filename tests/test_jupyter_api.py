@@ -1,0 +1,258 @@
+"""The Jupyter kernels API: directly, and through a real jupyter_server using us as its gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from .conftest import ROOT, GatewayServer, free_port
+
+JUPYTER_TOKEN = "jupyter-test-token"
+GATEWAY_TOKEN = "gateway-test-token"
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[GatewayServer]:
+    srv = GatewayServer(pool_size=1, token=GATEWAY_TOKEN, session_grace_s=0, kernel_env_allowlist=["GREETING"])
+    yield srv
+    assert not srv.stop()
+
+
+def auth(token: str = GATEWAY_TOKEN) -> dict[str, str]:
+    return {"authorization": f"token {token}"}  # as Jupyter sends it
+
+
+def message(msg_type: str, content: dict[str, Any], channel: str = "shell") -> dict[str, Any]:
+    return {
+        "header": {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": "test", "username": "t",
+                   "version": "5.3", "date": datetime.now().isoformat()},
+        "parent_header": {}, "metadata": {}, "content": content, "channel": channel, "buffers": [],
+    }
+
+
+async def execute(ws: Any, code: str, timeout: float = 30) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Send an execute_request; return its iopub messages and its execute_reply."""
+    msg = message("execute_request", {"code": code, "silent": False, "store_history": True,
+                                      "user_expressions": {}, "allow_stdin": False})
+    await ws.send(json.dumps(msg))
+    iopub, reply, idle = [], None, False
+    deadline = time.monotonic() + timeout
+    while reply is None or not idle:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
+        if frame.get("parent_header", {}).get("msg_id") != msg["header"]["msg_id"]:
+            continue
+        if frame["channel"] == "iopub":
+            iopub.append(frame)
+            idle = idle or (frame["msg_type"] == "status" and frame["content"]["execution_state"] == "idle")
+        elif frame["msg_type"] == "execute_reply":
+            reply = frame
+    return iopub, reply
+
+
+def stdout(iopub: list[dict[str, Any]]) -> str:
+    return "".join(m["content"]["text"] for m in iopub if m["msg_type"] == "stream")
+
+
+# -- directly ------------------------------------------------------------------------------
+
+
+async def test_kernelspecs(gateway: GatewayServer) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, headers=auth()) as http:
+        assert "version" in (await http.get("/api")).json()
+        specs = (await http.get("/api/kernelspecs")).json()
+        assert specs["default"] == "python3" and {"python3", "bash"} <= set(specs["kernelspecs"])
+        python = (await http.get("/api/kernelspecs/python3")).json()
+        assert python["spec"]["language"] == "python" and python["name"] == "python3"
+        logo = python["resources"]["logo-64x64"]
+        assert (await http.get(logo)).headers["content-type"] == "image/png"
+        assert (await http.get("/api/kernelspecs/cobol")).status_code == 404
+        assert (await http.get("/kernelspecs/python3/..%2Fkernel.json")).status_code == 404
+        assert (await http.get("/api/kernels", headers={"authorization": "token wrong"})).status_code == 401
+
+
+async def test_kernel_lifecycle_and_both_protocol_directions(gateway: GatewayServer) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, headers=auth(), timeout=60) as http:
+        created = await http.post("/api/kernels", json={"name": "python3"})
+        assert created.status_code == 201
+        kernel = created.json()
+        kid = kernel["id"]
+        assert created.headers["location"] == f"/api/kernels/{kid}"
+        assert set(kernel) == {"id", "name", "last_activity", "execution_state", "connections"}
+        datetime.strptime(kernel["last_activity"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        assert kid in [k["id"] for k in (await http.get("/api/kernels")).json()]
+        assert (await http.get("/health")).json()["sessions"] >= 1
+        url = f"{gateway.ws_url}/api/kernels/{kid}/channels?session_id=abc"
+        async with websockets.connect(url, additional_headers=auth()) as ws:
+            iopub, reply = await execute(ws, "x = 6 * 7\nprint(x)")
+            assert reply["content"]["status"] == "ok" and stdout(iopub) == "42\n"
+            info = message("kernel_info_request", {})
+            await ws.send(json.dumps(info))
+            while (frame := json.loads(await asyncio.wait_for(ws.recv(), 10)))["msg_type"] != "kernel_info_reply":
+                pass
+            assert frame["channel"] == "shell" and frame["content"]["language_info"]["name"] == "python"
+            assert (await http.get(f"/api/kernels/{kid}")).json()["connections"] == 1
+            running = asyncio.create_task(execute(ws, "import time; time.sleep(30)"))
+            await asyncio.sleep(1)
+            assert (await http.post(f"/api/kernels/{kid}/interrupt")).status_code == 204
+            _, reply = await asyncio.wait_for(running, 10)
+            assert reply["content"]["ename"] == "KeyboardInterrupt"
+            restarted = await http.post(f"/api/kernels/{kid}/restart")
+            assert restarted.status_code == 200 and restarted.json()["id"] == kid
+            iopub, reply = await execute(ws, "print('x' in dir())")
+            assert stdout(iopub) == "False\n", "state survived the restart"
+        assert (await http.delete(f"/api/kernels/{kid}")).status_code == 204
+        assert (await http.get(f"/api/kernels/{kid}")).status_code == 404
+
+
+async def test_client_env_is_filtered_and_validated(gateway: GatewayServer) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, headers=auth(), timeout=60) as http:
+        env = {"KERNEL_FLAVOUR": "mint", "GREETING": "hi", "LD_PRELOAD": "/tmp/evil.so", "PATH": "/evil"}
+        kid = (await http.post("/api/kernels", json={"name": "python3", "env": env})).json()["id"]
+        try:
+            async with websockets.connect(f"{gateway.ws_url}/api/kernels/{kid}/channels", additional_headers=auth()) as ws:
+                code = "import os\nprint([os.environ.get(k) for k in ('KERNEL_FLAVOUR', 'GREETING', 'LD_PRELOAD')], '/evil' in os.environ['PATH'])"
+                iopub, _ = await execute(ws, code)
+                assert stdout(iopub) == "['mint', 'hi', None] False\n"
+        finally:
+            await http.delete(f"/api/kernels/{kid}")
+        for bad in ({"KERNEL_X": "a\nb"}, {"KERNEL_X": "a\0b"}, {"KERNEL_X": "x" * 5000}):
+            response = await http.post("/api/kernels", json={"name": "python3", "env": bad})
+            assert response.status_code == 400, bad
+        assert (await http.post("/api/kernels", json={"name": "cobol"})).status_code == 404
+
+
+# -- through a real Jupyter server -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jupyter(gateway: GatewayServer) -> Iterator[str]:
+    port = free_port()
+    root = tempfile.mkdtemp()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(JUPYTER_RUNTIME_DIR=root, JUPYTER_DATA_DIR=root, JUPYTER_CONFIG_DIR=root)
+    log = open(f"/tmp/jupyter-server-{port}.log", "w")
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "jupyter_server", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
+            f"--IdentityProvider.token={JUPYTER_TOKEN}", f"--gateway-url={gateway.url}",
+            f"--GatewayClient.auth_token={GATEWAY_TOKEN}", "--allow-root",
+        ],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, open(log.name).read()
+        try:
+            if httpx.get(f"{url}/api", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, open(log.name).read()
+        time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(20)
+
+
+async def test_a_real_jupyter_server_uses_the_gateway(jupyter: str, gateway: GatewayServer) -> None:
+    headers = auth(JUPYTER_TOKEN)
+    async with httpx.AsyncClient(base_url=jupyter, headers=headers, timeout=60) as http:
+        specs = (await http.get("/api/kernelspecs")).json()
+        assert {"python3", "bash"} <= set(specs["kernelspecs"])
+        created = await http.post("/api/kernels", json={"name": "python3"})
+        assert created.status_code == 201, created.text
+        kid = created.json()["id"]
+        # the kernel lives in the gateway, as a session of its
+        async with httpx.AsyncClient(base_url=gateway.url, headers=auth()) as direct:
+            assert kid in [k["id"] for k in (await direct.get("/api/kernels")).json()]
+        ws_url = jupyter.replace("http", "ws") + f"/api/kernels/{kid}/channels?session_id={uuid.uuid4().hex}"
+        async with websockets.connect(ws_url, additional_headers=headers) as ws:
+            iopub, reply = await execute(ws, "y = 'through jupyter'\nprint(y)")
+            assert reply["content"]["status"] == "ok" and stdout(iopub) == "through jupyter\n"
+            running = asyncio.create_task(execute(ws, "import time; time.sleep(30)"))
+            await asyncio.sleep(1)
+            assert (await http.post(f"/api/kernels/{kid}/interrupt")).status_code == 204
+            _, reply = await asyncio.wait_for(running, 15)
+            assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+        assert (await http.post(f"/api/kernels/{kid}/restart")).status_code == 200
+        async with websockets.connect(ws_url, additional_headers=headers) as ws:
+            iopub, _ = await execute(ws, "print('y' in dir())")
+            assert stdout(iopub) == "False\n"
+        assert (await http.delete(f"/api/kernels/{kid}")).status_code == 204
+        async with httpx.AsyncClient(base_url=gateway.url, headers=auth()) as direct:
+            assert kid not in [k["id"] for k in (await direct.get("/api/kernels")).json()]
+
+
+async def test_binary_protocols_carry_buffers(gateway: GatewayServer) -> None:
+    # Jupyter's own codecs, to check ours against
+    from jupyter_server.services.kernels.connection.base import (
+        deserialize_binary_message,
+        deserialize_msg_from_ws_v1,
+        serialize_binary_message,
+        serialize_msg_to_ws_v1,
+    )
+
+    # A comm round trip carries binary buffers both ways: the kernel echoes what it gets.
+    setup = (
+        "def target(comm, open_msg):\n"
+        "    @comm.on_msg\n"
+        "    def echo(msg):\n"
+        "        comm.send({'got': len(msg['buffers'])}, buffers=[bytes(b)[::-1] for b in msg['buffers']])\n"
+        "get_ipython().kernel.comm_manager.register_target('echo', target)\n"
+    )
+    async with httpx.AsyncClient(base_url=gateway.url, headers=auth(), timeout=60) as http:
+        kid = (await http.post("/api/kernels", json={"name": "python3"})).json()["id"]
+        try:
+            url = f"{gateway.ws_url}/api/kernels/{kid}/channels"
+            for v1 in (False, True):
+                protocols = ["v1.kernel.websocket.jupyter.org"] if v1 else None
+                async with websockets.connect(url, additional_headers=auth(), subprotocols=protocols) as ws:
+                    assert ws.subprotocol == ("v1.kernel.websocket.jupyter.org" if v1 else None)
+
+                    async def send(msg: dict[str, Any], buffers: list[bytes] = []) -> None:
+                        channel = msg.pop("channel")
+                        msg["buffers"] = buffers
+                        if v1:
+                            parts = [json.dumps(msg[k]).encode() for k in ("header", "parent_header", "metadata", "content")]
+                            await ws.send(serialize_msg_to_ws_v1(parts + buffers, channel))
+                        else:
+                            msg["channel"] = channel
+                            await ws.send(serialize_binary_message(msg) if buffers else json.dumps(msg))
+
+                    async def recv() -> dict[str, Any]:
+                        data = await asyncio.wait_for(ws.recv(), 30)
+                        if v1:
+                            channel, parts = deserialize_msg_from_ws_v1(data)
+                            msg = {k: json.loads(p) for k, p in zip(("header", "parent_header", "metadata", "content"), parts[:4])}
+                            msg.update(channel=channel, buffers=parts[4:], msg_type=msg["header"]["msg_type"])
+                            return msg
+                        return deserialize_binary_message(data) if isinstance(data, bytes) else json.loads(data)
+
+                    setup_msg = message("execute_request", {"code": setup, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False})
+                    await send(setup_msg)
+                    while (m := await recv())["msg_type"] != "execute_reply":
+                        pass
+                    comm_id = uuid.uuid4().hex
+                    await send(message("comm_open", {"comm_id": comm_id, "target_name": "echo", "data": {}}))
+                    await send(message("comm_msg", {"comm_id": comm_id, "data": {}}), [b"abc", b"\x00\x01\x02"])
+                    while (m := await recv())["msg_type"] != "comm_msg":
+                        pass
+                    assert m["channel"] == "iopub" and m["content"]["data"] == {"got": 2}
+                    assert [bytes(b) for b in m["buffers"]] == [b"cba", b"\x02\x01\x00"]
+        finally:
+            await http.delete(f"/api/kernels/{kid}")
