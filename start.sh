@@ -63,7 +63,8 @@ case "${1:-}" in
     ensure_venv "$VENV" requirements.lock --project
     # The peer we measure against, as it ships, in a venv of its own.
     ensure_venv .venv-bench tests/bench/requirements.lock
-    KERNEL_GATEWAY_PYTHON=.venv-bench/bin/python exec "$VENV/bin/python" -m tests.bench "$@"
+    export KERNEL_GATEWAY_PYTHON="$PWD/.venv-bench/bin/python"
+    exec "$VENV/bin/python" -m tests.bench "$@"
     ;;
   *)
     ensure_venv "$VENV" requirements.lock --project

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from kernels.events import SessionNotice
@@ -47,6 +47,7 @@ class SessionChannel:
         self._log: deque[Frame] = deque(maxlen=log_frames)
         self.sink: Sink | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_stream: asyncio.Task[None] | None = None
         self.expiry: asyncio.TimerHandle | None = None
         self._unlisten = session.listen(self._on_notice)
 
@@ -58,6 +59,25 @@ class SessionChannel:
         self._log.append(frame)
         if self.sink is not None:
             await self.sink.send(frame)
+
+    def publish_all(self, frames: AsyncIterator[Frame]) -> asyncio.Task[None]:
+        """Publish an execution's frames, after those of every execution before it.
+
+        Executions run one at a time, but their frames are published by separate tasks; a
+        task held up by a slow client must not let the next execution's frames overtake.
+        """
+        previous = self._last_stream
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            async for frame in frames:
+                await self.publish(frame)
+
+        self._last_stream = task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _on_notice(self, notice: SessionNotice) -> None:
         if notice.state in ("busy", "idle") and not notice.message:

@@ -97,7 +97,7 @@ class Health(BaseModel):
     status: Literal["healthy"] = "healthy"
     connections: int
     sessions: int
-    kernels: dict[str, int]
+    kernels: dict[str, Any] = Field(description="ready (also per kernelspec), starting and in-use kernels")
     sandbox: dict[str, Any] = Field(description="the confinement in force for kernels")
 
 

@@ -142,7 +142,8 @@ class Runtime:
             for channel in list(self.channels.values()):
                 session = channel.session
                 idle = session.state.value == "idle" or s.cull_busy
-                if not channel.attached and idle and now - session.last_activity > s.idle_timeout_s:
+                # `connections` counts every socket: /ws and Jupyter's channels alike
+                if not session.connections and idle and now - session.last_activity > s.idle_timeout_s:
                     await self.close_session(session.id, f"idle for {s.idle_timeout_s:g} s")
 
     # -- life --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -25,6 +25,7 @@ log = logging.getLogger("gateway")
 router = APIRouter()
 
 _CLOSE = object()  # tells the sender to stop
+_KICK_DRAIN_S = 2.0  # a kicked socket gets this long to take what was queued for it
 
 
 class Connection:
@@ -43,6 +44,7 @@ class Connection:
         self._backlog: list[Frame] = []  # sent before anything in the outbox
         self._sender: asyncio.Task[None] | None = None
         self.kicked: tuple[int, str] | None = None
+        self._closer: asyncio.Future[None] | None = None
 
     def start(self, backlog: list[Frame]) -> None:
         self._backlog = backlog
@@ -56,7 +58,18 @@ class Connection:
         """Close this socket once what is queued is sent (taken over, or session closed)."""
         if self.kicked is None:
             self.kicked = (code, reason)
-            self._outbox.put_nowait(_CLOSE) if not self._outbox.full() else None
+            self._closer = asyncio.ensure_future(self._close_after_drain())
+
+    async def _close_after_drain(self) -> None:
+        try:
+            await asyncio.wait_for(self._outbox.put(_CLOSE), _KICK_DRAIN_S)
+        except asyncio.TimeoutError:  # a client that reads nothing does not hold us up
+            if self._sender is not None:
+                self._sender.cancel()
+            try:
+                await self.ws.close(code=self.kicked[0], reason=self.kicked[1])
+            except (RuntimeError, OSError):
+                pass
 
     async def _send_loop(self) -> None:
         try:
@@ -129,12 +142,11 @@ class Connection:
         limits = self.runtime.limits(msg.timeout)
         request = self.session.submit(msg.code, limits, allow_stdin=True)
         # The channel owns the stream: output produced while no socket is attached is logged.
-        self.channel.spawn(self._stream(request, ids))
+        self.channel.publish_all(self._frames(request, ids, time.monotonic()))
 
-    async def _stream(self, request: Any, ids: dict[str, str]) -> None:
-        started = time.monotonic()
-        async for frame in execution_frames(request, ids, started):
-            await self.channel.publish(frame)
+    async def _frames(self, request: Any, ids: dict[str, str], submitted: float) -> AsyncIterator[Frame]:
+        async for frame in execution_frames(request, ids, submitted):
+            yield frame
         log.info(
             "session %s: execution %s in %.3f s", self.session.id, frame["status"], frame["execution_time"]
         )

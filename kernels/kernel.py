@@ -91,6 +91,7 @@ class Kernel:
         self._died = asyncio.Event()
         self._subshell: asyncio.Task[str | None] | None = None
         self.taps: list[Callable[[dict[str, Any]], None]] = []  # see every message
+        self.on_death: list[Callable[[], None]] = []  # called once if the process dies
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -259,6 +260,8 @@ class Kernel:
                 code = await self._exit_code()
                 hint = self.confinement.death_hint() if self.confinement else None
                 self._fail_routes(hint or _death_reason(code))
+                for callback in self.on_death:
+                    callback()
 
     async def _exit_code(self) -> int | None:
         provisioner = self.manager.provisioner

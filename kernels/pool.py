@@ -114,9 +114,10 @@ class KernelPool:
         self.in_use -= 1
         self._discard(kernel)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         return {
             "ready": sum(len(s.ready) for s in self._specs.values()),
+            "ready_by_kernelspec": {name: len(s.ready) for name, s in self._specs.items()},
             "starting": sum(s.starting for s in self._specs.values()),
             "in_use": self.in_use,
         }

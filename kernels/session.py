@@ -84,6 +84,7 @@ class Session:
         self._listeners: list[Listener] = []
         self._stop_reason = "cancelled"
         self._interrupting: asyncio.Task[None] | None = None
+        kernel.on_death.append(self._wakeup.set)
         self._worker = asyncio.create_task(self._work())
 
     # -- state -------------------------------------------------------------------------
@@ -119,7 +120,9 @@ class Session:
     def _swap_kernel(self, new: Kernel) -> Kernel:
         old, self.kernel = self.kernel, new
         old.taps.clear()
+        old.on_death.clear()
         new.taps.extend(self._taps)
+        new.on_death.append(self._wakeup.set)
         return old
 
     def touch(self) -> None:
@@ -140,9 +143,13 @@ class Session:
 
     async def _work(self) -> None:
         while True:
-            while not self._queue:
+            while not self._queue and not self.kernel.is_dead:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            if self.kernel.is_dead:  # died between requests: replace it before the next
+                reason = self.kernel.exit_reason or "unknown cause"
+                await self._replace_kernel(f"the kernel died ({reason}); a new kernel was started and all state was lost")
+                continue
             request = self._queue.popleft()
             if request.finished is not None:  # cancelled while it waited
                 continue

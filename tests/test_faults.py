@@ -331,3 +331,12 @@ async def test_kernels_that_cannot_start_fail_requests_fast(sandbox: dict) -> No
             assert "fail to start" in response.json()["detail"]
     finally:
         assert not server.stop()
+
+
+async def test_a_kernel_dying_between_requests_is_replaced_and_says_so(fault_server: GatewayServer) -> None:
+    async with connect(fault_server) as client:
+        code = "import os, threading\nthreading.Timer(0.5, lambda: os._exit(1)).start()\nx = 1"
+        assert result_of(await client.run(code))["status"] == "ok"
+        notice = await client.until(lambda f: f["type"] == "status" and f.get("state_lost") and f["execution_state"] == "idle")
+        assert "died" in notice[-1]["message"] and "exited with code 1" in notice[-1]["message"]
+        assert result_of(await client.run("print('x' in dir())", "after"))["output"] == ["False"]

@@ -37,7 +37,7 @@ async def timed(coro: Any) -> float:
 
 async def wait_pool_ready(http: httpx.AsyncClient, size: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while (await http.get("/health")).json()["kernels"]["ready"] < size:
+    while (await http.get("/health")).json()["kernels"]["ready_by_kernelspec"].get("python3", 0) < size:
         if time.monotonic() > deadline:
             raise RuntimeError("pool did not refill")
         await asyncio.sleep(0.05)
@@ -97,17 +97,23 @@ async def concurrent(
         await settle()
     failed = len(opened) - len(live)
     latencies: list[float] = []
+    broken = 0
     stop = time.monotonic() + seconds
 
     async def loop(session: Any) -> None:
-        while time.monotonic() < stop:
-            latencies.append(await timed(session.run("1+1")))
+        nonlocal broken
+        try:
+            while time.monotonic() < stop:
+                latencies.append(await timed(session.run("1+1")))
+        except Exception:  # a session the server dropped: counted, not fatal to the run
+            broken += 1
 
     await asyncio.gather(*(loop(s) for s in live))
     result = {
         "executes_per_s": len(latencies) / seconds,
         "p99_ms": pct(latencies, 0.99) * 1000 if latencies else float("nan"),
         "failed_starts": failed,
+        "sessions_lost": broken,
     }
     if rss is not None:
         result.update(rss())
@@ -215,6 +221,7 @@ def table(r: dict[str, Any]) -> str:
     rows.append(("5 concurrent: executes/s", c["ours"]["executes_per_s"], c["raw"]["executes_per_s"], c["kg"]["executes_per_s"]))
     rows.append(("5 concurrent: p99 latency (ms)", c["ours"]["p99_ms"], c["raw"]["p99_ms"], c["kg"]["p99_ms"]))
     rows.append(("5 concurrent: failed starts", c["ours"]["failed_starts"], c["raw"]["failed_starts"], c["kg"]["failed_starts"]))
+    rows.append(("5 concurrent: sessions lost mid-run", c["ours"]["sessions_lost"], c["raw"]["sessions_lost"], c["kg"]["sessions_lost"]))
     rows.append(("6 gateway RSS, sessions open (MB)", c["ours"]["gateway_rss_mb"], None, c["kg"]["gateway_rss_mb"]))
     rows.append(("6 kernel RSS, median (MB)", c["ours"]["kernel_rss_mb"], None, c["kg"]["kernel_rss_mb"]))
     head = f"| {'measure':48} | {'ours':>9} | {'raw jc':>9} | {'kernel gw':>9} | {'ours/raw':>8} | {'ours/kg':>8} |"

@@ -47,6 +47,8 @@ class OursSession:
                 return run
 
     async def close(self) -> None:
+        # A socket that merely closes leaves its session alive for the grace period.
+        await self.ws.send(json.dumps({"type": "close_session"}))
         await self.ws.close()
 
 
@@ -68,7 +70,11 @@ class RawSession:
         await km.start_kernel()
         self = cls(km)
         self.kc.start_channels()
-        await self.kc.wait_for_ready(timeout=TIMEOUT)
+        try:
+            await self.kc.wait_for_ready(timeout=TIMEOUT)
+        except BaseException:  # e.g. it lost the TCP port race: count it, leave nothing
+            await self.close()
+            raise
         return self
 
     async def run(self, code: str) -> Run:
