@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # ./start.sh [ARGS]   set up what is missing, then serve (ARGS go to `python -m gateway`)
 # ./start.sh test     set up, then run the whole test suite
-# ./start.sh bench    set up (with the bench extras), then run the benchmarks
+# ./start.sh bench    set up, then run the benchmark against its peers
+#
+# Three environments, so that what serves holds nothing it does not need:
+#   .venv        requirements.lock: the gateway as it ships (serving, and "ours" in the bench)
+#   .venv-test   tests/requirements.lock: the same pins plus the test tools
+#   .venv-bench  tests/bench/requirements.lock: Jupyter Kernel Gateway and the bench client
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -55,16 +60,15 @@ ensure_debian_packages
 case "${1:-}" in
   test)
     shift
-    ensure_venv "$VENV" requirements.lock --project
-    exec "$VENV/bin/python" -m pytest "$@"
+    ensure_venv .venv-test tests/requirements.lock --project
+    exec .venv-test/bin/python -m pytest "$@"
     ;;
   bench)
     shift
     ensure_venv "$VENV" requirements.lock --project
-    # The peer we measure against, as it ships, in a venv of its own.
     ensure_venv .venv-bench tests/bench/requirements.lock
-    export KERNEL_GATEWAY_PYTHON="$PWD/.venv-bench/bin/python"
-    exec "$VENV/bin/python" -m tests.bench "$@"
+    export GATEWAY_PYTHON="$PWD/$VENV/bin/python"
+    exec .venv-bench/bin/python -m tests.bench "$@"
     ;;
   *)
     ensure_venv "$VENV" requirements.lock --project

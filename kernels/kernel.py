@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import zmq.asyncio
 from jupyter_client import AsyncKernelManager
 from jupyter_client.asynchronous import AsyncKernelClient
 
@@ -57,6 +58,18 @@ class LaunchOptions:
     extra_arguments: list[str] = field(default_factory=list)
     sandbox: Sandbox | None = None
     warm_up_code: str | None = None  # a throw-away cell run before the kernel counts as ready
+
+
+_context: zmq.asyncio.Context | None = None
+
+
+def _zmq_context() -> zmq.asyncio.Context:
+    """One ZMQ context for every kernel: each manager would otherwise make its own, with
+    an I/O thread apiece."""
+    global _context
+    if _context is None:
+        _context = zmq.asyncio.Context()
+    return _context
 
 
 # The only variables of the gateway's own environment a kernel sees: never its secrets.
@@ -102,6 +115,7 @@ class Kernel:
         # ipc transport: unix sockets in a private directory. TCP would mean picking free
         # ports and releasing them before the kernel binds, which races under a burst.
         settings = dict(
+            context=_zmq_context(),
             kernel_name=spec_name,
             transport="ipc",
             ip=str(runtime_dir / "s"),
@@ -136,7 +150,9 @@ class Kernel:
         )
         await self._sockets_bound()
         self.client = self.manager.client()
-        self.client.start_channels()
+        # No heartbeat channel: it costs a thread per kernel, and the death watch polls the
+        # provisioner instead (which works for remote kernels too).
+        self.client.start_channels(hb=False)
         channels = {
             "iopub": self.client.iopub_channel,
             "shell": self.client.shell_channel,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +13,13 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.conftest import ROOT, free_port
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Server:
@@ -66,15 +73,15 @@ def ours(pool_size: int = 2) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(GATEWAY_PORT=str(port), GATEWAY_POOL_SIZE=str(pool_size), GATEWAY_LOG_LEVEL="warning")
-    return Server("ours", [sys.executable, "-m", "gateway"], env, port)
+    # The gateway as it ships: its own environment (start.sh bench says where), not ours.
+    python = os.environ.get("GATEWAY_PYTHON", sys.executable)
+    return Server("ours", [python, "-m", "gateway"], env, port)
 
 
 def kernel_gateway() -> Server:
     port = free_port()
-    # Kernel Gateway runs from a venv of its own (start.sh bench makes it): as it ships.
-    python = os.environ.get("KERNEL_GATEWAY_PYTHON", sys.executable)
     argv = [
-        python, "-m", "kernel_gateway",
+        sys.executable, "-m", "kernel_gateway",
         f"--KernelGatewayApp.port={port}", "--KernelGatewayApp.ip=127.0.0.1",
         "--KernelGatewayApp.log_level=WARN",
     ]
