@@ -8,6 +8,7 @@ in order, before anything live.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,9 +23,9 @@ log = logging.getLogger("gateway")
 
 
 class Sink(Protocol):
-    """Where a channel's frames go: one attached socket."""
+    """Where a channel's frames go, as JSON text: one attached socket."""
 
-    async def send(self, frame: Frame) -> None: ...
+    async def send(self, text: str) -> None: ...
 
     def kick(self, code: int, reason: str) -> None: ...
 
@@ -33,18 +34,24 @@ class Replay:
     """What a re-attaching client missed: the frames after its `last_seq`, and the gap the
     log's bound made, if any (seqs from `lost_from` to `lost_to` are gone)."""
 
-    def __init__(self, frames: list[Frame], lost: tuple[int, int] | None) -> None:
-        self.frames = frames
+    def __init__(self, frames: list[str], lost: tuple[int, int] | None) -> None:
+        self.frames = frames  # as JSON text
         self.lost = lost
 
 
 class SessionChannel:
-    def __init__(self, session: Session, owner: str, log_frames: int, owned_by_socket: bool) -> None:
+    def __init__(
+        self, session: Session, owner: str, log_frames: int, log_bytes: int, owned_by_socket: bool
+    ) -> None:
         self.session = session
         self.owner = owner
         self.owned_by_socket = owned_by_socket  # created by a bare /ws: ends after its grace
         self.seq = 0
-        self._log: deque[Frame] = deque(maxlen=log_frames)
+        # (seq, JSON text): serialised once, for the socket and for any replay
+        self._log: deque[tuple[int, str]] = deque()
+        self._log_bytes = 0
+        self._max_frames = log_frames
+        self._max_bytes = log_bytes
         self.sink: Sink | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_stream: asyncio.Task[None] | None = None
@@ -56,9 +63,13 @@ class SessionChannel:
     async def publish(self, frame: Frame) -> None:
         self.seq += 1
         frame["seq"] = self.seq
-        self._log.append(frame)
+        text = json.dumps(frame)
+        self._log.append((self.seq, text))
+        self._log_bytes += len(text)
+        while len(self._log) > self._max_frames or (self._log_bytes > self._max_bytes and len(self._log) > 1):
+            self._log_bytes -= len(self._log.popleft()[1])
         if self.sink is not None:
-            await self.sink.send(frame)
+            await self.sink.send(text)
 
     def publish_all(self, frames: AsyncIterator[Frame]) -> asyncio.Task[None]:
         """Publish an execution's frames, after those of every execution before it.
@@ -108,7 +119,7 @@ class SessionChannel:
         if last_seq is None:
             return Replay([], None)
         first_kept = self.seq - len(self._log) + 1
-        frames = [f for f in self._log if f["seq"] > last_seq]
+        frames = [text for seq, text in self._log if seq > last_seq]
         lost = (last_seq + 1, first_kept - 1) if last_seq + 1 < first_kept else None
         return Replay(frames, lost)
 

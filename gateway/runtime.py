@@ -44,6 +44,7 @@ def sandbox_config(s: Settings) -> SandboxConfig:
         tmp_bytes=s.tmp_bytes,
         scratch_bytes=s.scratch_bytes,
         network=s.kernel_network,
+        uid_base=s.kernel_uid_base,
     )
 
 
@@ -102,7 +103,8 @@ class Runtime:
         env: dict[str, str] | None = None,
     ) -> SessionChannel:
         session = await self.sessions.create(language, spec_name, env)
-        channel = SessionChannel(session, owner, self.settings.session_log_frames, owned_by_socket)
+        s = self.settings
+        channel = SessionChannel(session, owner, s.session_log_frames, s.session_log_bytes, owned_by_socket)
         self.channels[session.id] = channel
         return channel
 

@@ -41,18 +41,18 @@ class Connection:
         self.channel = channel
         self.session = channel.session
         self._outbox: asyncio.Queue[Any] = asyncio.Queue(runtime.settings.send_queue_frames)
-        self._backlog: list[Frame] = []  # sent before anything in the outbox
+        self._backlog: list[str] = []  # sent before anything in the outbox
         self._sender: asyncio.Task[None] | None = None
         self.kicked: tuple[int, str] | None = None
         self._closer: asyncio.Future[None] | None = None
 
-    def start(self, backlog: list[Frame]) -> None:
+    def start(self, backlog: list[str]) -> None:
         self._backlog = backlog
         self._sender = asyncio.create_task(self._send_loop())
 
-    async def send(self, frame: Frame) -> None:
+    async def send(self, text: str) -> None:
         if self.kicked is None:
-            await self._outbox.put(frame)
+            await self._outbox.put(text)
 
     def kick(self, code: int, reason: str) -> None:
         """Close this socket once what is queued is sent (taken over, or session closed)."""
@@ -73,11 +73,11 @@ class Connection:
 
     async def _send_loop(self) -> None:
         try:
-            for frame in self._backlog:
-                await self.ws.send_text(json.dumps(frame))
+            for text in self._backlog:
+                await self.ws.send_text(text)
             self._backlog = []
-            while (frame := await self._outbox.get()) is not _CLOSE:
-                await self.ws.send_text(json.dumps(frame))
+            while (text := await self._outbox.get()) is not _CLOSE:
+                await self.ws.send_text(text)
             if self.kicked is not None:
                 await self.ws.close(code=self.kicked[0], reason=self.kicked[1])
         except (WebSocketDisconnect, RuntimeError, OSError):
@@ -270,7 +270,7 @@ async def websocket_session(ws: WebSocket) -> None:
     conn = Connection(ws, runtime, channel)
     replay = channel.attach(conn, last_seq)
     resumed = session_id is not None
-    conn.start([_session_frame(channel, resumed, replay), *replay.frames])
+    conn.start([json.dumps(_session_frame(channel, resumed, replay)), *replay.frames])
     runtime.connections += 1
     channel.session.connections += 1
     log.info("session %s: socket %s", channel.session.id, "resumed" if resumed else "connected")

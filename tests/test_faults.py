@@ -30,6 +30,7 @@ def fault_server() -> Iterator[GatewayServer]:
         srv = GatewayServer(
             pool_size=2,
             session_grace_s=0,
+            kernel_uid_base=71000,  # the shared test server runs beside it: its own uids
             memory_limit_bytes=512 * 2**20,
             output_limit=1_000_000,
             interrupt_grace=2,
