@@ -29,6 +29,8 @@ def main() -> None:
         # Messages up to max_message_bytes get an error frame from us; far larger ones are
         # cut by uvicorn (close 1009) before they are even buffered.
         ws_max_size=4 * settings.max_message_bytes,
+        # Compressing every frame costs CPU on each of them, most of which are small.
+        ws_per_message_deflate=settings.ws_compression,
     )
 
 

@@ -67,4 +67,5 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(2 * 2**20, gt=0, description="largest WebSocket message")
     max_code_bytes: int = Field(1 * 2**20, gt=0, description="largest piece of code")
     kernel_env_allowlist: list[str] = Field(default=[], description="variables besides KERNEL_* that POST /api/kernels may pass to a kernel")
+    ws_compression: bool = Field(False, description="permessage-deflate on WebSockets (saves bandwidth on big outputs, costs CPU on every frame)")
     send_queue_frames: int = Field(256, gt=0, description="frames queued per WebSocket before producers wait")
