@@ -106,7 +106,3 @@ class LanguageInfo(BaseModel):
     kernel: str
     display_name: str
     default: bool
-
-
-class ErrorDetail(BaseModel):
-    detail: str

@@ -47,15 +47,6 @@ class SessionManager:
         log.info("session %s: created (%s)", session_id, spec_name)
         return session
 
-    def get(self, session_id: str) -> Session:
-        try:
-            return self._sessions[session_id]
-        except KeyError:
-            raise SessionNotFound(session_id) from None
-
-    def list(self) -> list[Session]:
-        return list(self._sessions.values())
-
     async def close(self, session_id: str) -> None:
         session = self._sessions.pop(session_id, None)
         if session is None:
