@@ -305,8 +305,16 @@ class Kernel:
         self._routes.pop(msg_id, None)
 
     async def _pump(self, name: str, channel: Any) -> None:
+        # recv_multipart straight away: the channel's get_msg() polls first, which costs a
+        # second future per message on the hot path.
+        session = self.client.session
         while True:
-            msg = await channel.get_msg()
+            raw = await channel.socket.recv_multipart()
+            try:
+                msg = session.deserialize(session.feed_identities(raw)[1])
+            except (ValueError, KeyError) as exc:  # a bad signature or a garbled message
+                log.warning("kernel %s: dropped an unreadable %s message: %s", self.runtime_dir.name, name, exc)
+                continue
             msg["channel"] = name
             if name == "iopub" and msg["msg_type"] == "status":
                 self._track_status(msg)
