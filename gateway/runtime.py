@@ -163,3 +163,4 @@ class Runtime:
             await self.close_session(session_id, "the gateway is shutting down")
         await self.sessions.close_all()
         await self.pool.close()
+        self.sandbox.close()

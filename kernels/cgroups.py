@@ -2,12 +2,17 @@
 
 Probed once at start-up: cgroup v2 where the memory and pids controllers can be delegated
 to a subtree of ours, v1 where those hierarchies are mounted and writable, else none.
+
+Each gateway keeps its kernels' groups under `icotes/<its pid>/`. At start-up it kills
+whatever is left in the groups of gateways that are gone: a gateway killed with SIGKILL while
+a sandbox was half set up can leave one behind, and the group still knows its processes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +70,10 @@ class Cgroup:
 
 class Cgroups:
     def __init__(self) -> None:
+        self.mine = str(os.getpid())
         self.version = self._probe()
+        if self.version is not None:
+            self._sweep()
 
     def _probe(self) -> str | None:
         try:
@@ -81,19 +89,48 @@ class Cgroups:
         controllers = _ROOT / "cgroup.controllers"
         if not controllers.exists() or not {"memory", "pids"} <= set(controllers.read_text().split()):
             return False
-        # Our own group's parent must hand memory and pids down; then ours hands them on.
-        base = _ROOT / _GROUP
-        base.mkdir(exist_ok=True)
+        # Each level must hand memory and pids down to the next.
         (_ROOT / "cgroup.subtree_control").write_text("+memory +pids")
-        (base / "cgroup.subtree_control").write_text("+memory +pids")
+        for base in (_ROOT / _GROUP, _ROOT / _GROUP / self.mine):
+            base.mkdir(exist_ok=True)
+            (base / "cgroup.subtree_control").write_text("+memory +pids")
         return True
 
     def _setup_v1(self) -> bool:
         for controller in ("memory", "pids"):
             if not (_ROOT / controller / "cgroup.procs").exists():
                 return False
-            (_ROOT / controller / _GROUP).mkdir(exist_ok=True)
+            (_ROOT / controller / _GROUP / self.mine).mkdir(parents=True, exist_ok=True)
         return True
+
+    def _tops(self) -> list[Path]:
+        if self.version == "v2":
+            return [_ROOT / _GROUP]
+        return [_ROOT / "memory" / _GROUP, _ROOT / "pids" / _GROUP]
+
+    def _sweep(self) -> None:
+        """Kill and remove what gateways that no longer run left in their groups."""
+        for top in self._tops():
+            for owner in top.iterdir():
+                if not owner.is_dir() or owner.name == self.mine or _alive(owner.name):
+                    continue
+                groups = [g for g in owner.iterdir() if g.is_dir()] + [owner]
+                stale = Cgroup(groups, [g / "cgroup.procs" for g in groups], [])
+                stale.kill_all()
+                for _ in range(20):
+                    if stale.remove():
+                        break
+                    time.sleep(0.05)
+                else:
+                    log.warning("could not remove the stale cgroup %s", owner)
+
+    def close(self) -> None:
+        """Remove this gateway's own (by now empty) parent groups."""
+        for top in self._tops() if self.version else []:
+            try:
+                (top / self.mine).rmdir()
+            except OSError:
+                pass
 
     def create(self, name: str, memory_bytes: int, pids: int) -> Cgroup | None:
         if self.version is None:
@@ -106,7 +143,7 @@ class Cgroups:
             return None
 
     def _create_v2(self, name: str, memory_bytes: int, pids: int) -> Cgroup:
-        path = _ROOT / _GROUP / name
+        path = _ROOT / _GROUP / self.mine / name
         path.mkdir()
         (path / "memory.max").write_text(str(memory_bytes))
         _write_if_exists(path / "memory.swap.max", "0")
@@ -114,8 +151,8 @@ class Cgroups:
         return Cgroup([path], [path / "cgroup.procs"], [path / "memory.events"])
 
     def _create_v1(self, name: str, memory_bytes: int, pids: int) -> Cgroup:
-        memory = _ROOT / "memory" / _GROUP / name
-        pid_group = _ROOT / "pids" / _GROUP / name
+        memory = _ROOT / "memory" / _GROUP / self.mine / name
+        pid_group = _ROOT / "pids" / _GROUP / self.mine / name
         memory.mkdir()
         pid_group.mkdir()
         (memory / "memory.limit_in_bytes").write_text(str(memory_bytes))
@@ -127,6 +164,19 @@ class Cgroups:
             [memory / "cgroup.procs", pid_group / "cgroup.procs"],
             [memory / "memory.oom_control"],
         )
+
+
+def _alive(name: str) -> bool:
+    """Whether a group's owner, named by its pid, still runs (non-pid names: not ours)."""
+    if not name.isdigit():
+        return False
+    try:
+        os.kill(int(name), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_if_exists(path: Path, value: str) -> None:

@@ -132,6 +132,10 @@ class Sandbox:
         cgroup = self.cgroups.create(name, self.config.memory_bytes, self.config.pids) if self.cgroups else None
         return Confinement(self, runtime_dir, uid, cgroup)
 
+    def close(self) -> None:
+        if self.cgroups is not None:
+            self.cgroups.close()
+
     def _release_uid(self, uid: int) -> None:
         self._free_uids.append(uid)
 

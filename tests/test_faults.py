@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -313,6 +314,13 @@ async def test_sigkill_of_the_gateway_leaves_no_kernel() -> None:
         assert time.monotonic() < deadline, f"kernel processes outlived the gateway: {alive}"
         await asyncio.sleep(0.1)
     server.stop()
+    # What a killed gateway leaves in its cgroups, the next one sweeps away.
+    leftovers = [Path(f"/sys/fs/cgroup/{c}/icotes/{server.proc.pid}") for c in ("memory", "pids")]
+    next_server = GatewayServer(pool_size=1)
+    try:
+        assert not any(p.exists() for p in leftovers)
+    finally:
+        assert not next_server.stop()
 
 
 async def test_kernels_that_cannot_start_fail_requests_fast(sandbox: dict) -> None:
