@@ -166,6 +166,7 @@ async def test_a_burst_over_the_limit_gets_clean_refusals() -> None:
             responses = await asyncio.gather(*(http.post("/sessions") for _ in range(8)))
             codes = sorted(r.status_code for r in responses)
             assert codes == [201] * 3 + [503] * 5, codes
+            assert (await http.get("/health")).json()["sessions"] == 3
             refused = next(r for r in responses if r.status_code == 503)
             assert refused.headers["retry-after"] and "max_sessions" in refused.json()["detail"]
             async with websockets.connect(server.ws_url + "/ws", open_timeout=30) as ws:
@@ -177,6 +178,6 @@ async def test_a_burst_over_the_limit_gets_clean_refusals() -> None:
                 if r.status_code == 201:
                     await http.delete(f"/sessions/{r.json()['id']}")
         watcher.cancel()
-        assert peak == 3, f"the watcher saw {peak} sessions at most"  # it saw the burst, and no more
+        assert 1 <= peak <= 3, f"the watcher saw {peak} sessions at most"  # it ran, and saw no overshoot
     finally:
         assert not server.stop()
