@@ -56,6 +56,12 @@ class ExecuteCode(_Message):
     execution_id: str | None = None
 
 
+class Ack(_Message):
+    """Client message `ack`: every frame up to `seq` arrived; the log may drop them."""
+
+    seq: int = Field(ge=0)
+
+
 class InputReply(_Message):
     value: str
 

@@ -18,7 +18,7 @@ from .access import principal_of
 from .channel import Replay, SessionChannel
 from .errors import close_code
 from .frames import Frame, execution_frames, request_ids
-from .models import CodeAtCursor, ExecuteCode, InputReply
+from .models import Ack, CodeAtCursor, ExecuteCode, InputReply
 from .runtime import CodeTooLarge, Runtime, TimeoutTooLarge
 
 log = logging.getLogger("gateway")
@@ -154,6 +154,13 @@ class Connection:
     async def on_ping(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         await self.channel.publish({"type": "pong", **ids})
 
+    async def on_ack(self, data: dict[str, Any], ids: dict[str, str]) -> None:
+        seq = Ack.model_validate(data).seq
+        if seq > self.channel.seq:
+            await self.error(f"ack of seq {seq}, but the newest frame sent is {self.channel.seq}", ids)
+            return
+        self.channel.ack(seq)
+
     async def on_interrupt(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         await self.session.interrupt()
 
@@ -228,6 +235,7 @@ HANDLERS: dict[str, Handler] = {
     "execute_code": Connection.on_execute,
     "execute": Connection.on_execute,
     "ping": Connection.on_ping,
+    "ack": Connection.on_ack,
     "interrupt": Connection.on_interrupt,
     "restart": Connection.on_restart,
     "input_reply": Connection.on_input_reply,
@@ -301,7 +309,7 @@ async def _refuse(ws: WebSocket, exc: Exception) -> None:
 
 def _session_frame(channel: SessionChannel, resumed: bool, replay: Replay) -> Frame:
     session = channel.session
-    info = session.kernel.info.get("language_info", {})
+    info = session.kernel.info.get("language_info") or {}
     frame: Frame = {
         "type": "session",
         "session_id": session.id,

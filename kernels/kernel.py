@@ -60,6 +60,7 @@ class LaunchOptions:
     warm_up_code: str | None = None  # a throw-away cell run before the kernel counts as ready
 
 
+_KEPT_INFO = ("language_info", "supported_features")
 _context: zmq.asyncio.Context | None = None
 
 
@@ -98,7 +99,7 @@ class Kernel:
         self.client: AsyncKernelClient | None = None
         self.state = KernelState.STARTING
         self.exit_reason: str | None = None
-        self.info: dict[str, Any] = {}
+        self.info: dict[str, Any] = {}  # what we use of kernel_info: not the banner and links
         self._routes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._died = asyncio.Event()
@@ -149,7 +150,12 @@ class Kernel:
             extra_arguments=options.extra_arguments,
         )
         await self._sockets_bound()
-        self.client = self.manager.client()
+        # The client would otherwise make a ZMQ context of its own: two threads per kernel.
+        self.client = self.manager.client(context=_zmq_context())
+        # Replay protection keeps every signature seen, up to 65536 per kernel (~11 MB of
+        # gateway memory for a long session). It guards nothing here: the only peer that can
+        # reach these private ipc sockets is the kernel, which holds the key anyway.
+        self.client.session.digest_history_size = 0
         # No heartbeat channel: it costs a thread per kernel, and the death watch polls the
         # provisioner instead (which works for remote kernels too).
         self.client.start_channels(hb=False)
@@ -206,7 +212,7 @@ class Kernel:
                         raise KernelStartFailed(f"kernel died while starting: {self.exit_reason}")
                     if msg["msg_type"] == "kernel_info_reply":
                         got_reply = True
-                        self.info = msg["content"]
+                        self.info = {k: msg["content"].get(k) for k in _KEPT_INFO}
                     elif msg["channel"] == "iopub":
                         got_iopub = True
             finally:
@@ -385,7 +391,7 @@ class Kernel:
         return await self.request(msg_type, content, timeout, subshell_id=subshell_id)
 
     async def _create_subshell(self, timeout: float) -> str | None:
-        if "kernel subshells" not in self.info.get("supported_features", []):
+        if "kernel subshells" not in (self.info.get("supported_features") or ()):
             return None
         try:
             reply = await self.request("create_subshell_request", {}, timeout, channel="control")

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# nbformat's default validator compiles the whole notebook schema with fastjsonschema
+# (~7 MB of gateway memory), yet validating one output against a sub-schema goes through
+# jsonschema anyway. This is nbformat's own switch; an operator's setting wins.
+os.environ.setdefault("NBFORMAT_VALIDATOR", "jsonschema")
 
 from nbformat import NotebookNode
 from nbformat.v4 import new_output, output_from_msg

@@ -102,6 +102,35 @@ async def test_icotes_bare_ws_works_as_before(durable: GatewayServer) -> None:
         assert frame["output"] == ["hi"]
 
 
+async def test_acked_frames_leave_the_log_and_the_rest_replay(durable: GatewayServer) -> None:
+    async with connect(durable) as client:
+        sid = client.session["session_id"]
+        first = await client.run("print('a')", "a")
+        second = await client.run("print('b')", "b")
+        acked = first[-1]["seq"]
+        await client.send({"type": "ack", "seq": second[-1]["seq"] + 100})
+        refused = await client.recv()
+        assert refused["type"] == "error" and "newest frame sent" in refused["message"]
+        await client.send({"type": "ack", "seq": -1})
+        assert (await client.recv())["type"] == "error"
+        await client.send({"type": "ack", "seq": acked})
+        await client.send({"type": "ping"})
+        await client.until(lambda f: f["type"] == "pong")
+    async with connect(durable, f"/ws?session_id={sid}&last_seq={acked}") as again:
+        # Exactly what came after the ack is replayed, and nothing is reported lost.
+        assert "lost" not in again.session
+        replay = [await again.recv() for _ in range(again.session["replayed"])]
+        assert replay[0]["seq"] == acked + 1 and replay[-1]["seq"] == again.session["last_seq"]
+        assert_contiguous(replay)
+        results = [f for f in replay if f["type"] == "execution_result"]
+        assert [r["output"] for r in results] == [["b"]]
+        assert replay[-1]["type"] == "pong"
+    async with connect(durable, f"/ws?session_id={sid}&last_seq=0") as behind:
+        # A client behind its own ack is told the acked frames are gone.
+        assert behind.session["lost"] == {"from_seq": 1, "to_seq": acked}
+        await behind.send({"type": "close_session"})
+
+
 async def test_log_overflow_is_reported_as_a_gap() -> None:
     server = GatewayServer(pool_size=1, session_log_frames=20)
     try:
