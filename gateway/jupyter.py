@@ -29,7 +29,7 @@ from .runtime import Runtime
 log = logging.getLogger("gateway")
 router = APIRouter(tags=["jupyter"])
 
-CHANNELS = ("shell", "iopub", "stdin", "control")
+CLIENT_CHANNELS = ("shell", "stdin", "control")  # iopub only flows from the kernel
 # Variables a Jupyter server sends about itself; they need no kernel of their own.
 _HOUSEKEEPING_ENV = frozenset({"KERNEL_USERNAME", "KERNEL_LAUNCH_TIMEOUT", "KERNEL_WORKING_DIR", "KERNEL_ID"})
 _MAX_ENV_VALUE = 4096
@@ -210,14 +210,14 @@ async def kernel_channels(ws: WebSocket, kernel_id: str) -> None:
 def _pass_to_kernel(session: Session, data: str | bytes | None, v1: bool) -> None:
     try:
         name, msg = jupyter_wire.decode(data or "", v1)
-        if name not in CHANNELS or not isinstance(msg.get("header"), dict):
+        if name not in CLIENT_CHANNELS or not isinstance(msg.get("header"), dict):
             raise jupyter_wire.BadFrame(f"unknown channel {name!r} or no header")
     except jupyter_wire.BadFrame as exc:
         log.warning("session %s: dropped a message: %s", session.id, exc)
         return
     session.touch()
     try:
-        session.kernel.send_raw(name, msg)
+        session.kernel.send(name, msg)
     except KernelError:
         log.warning("session %s: kernel gone, message dropped", session.id)
 

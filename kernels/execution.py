@@ -62,7 +62,7 @@ class _Execution:
         msg_id = msg["header"]["msg_id"]
         queue = self.kernel.subscribe(msg_id)
         try:
-            client.shell_channel.send(msg)
+            self.kernel.send("shell", msg)
             async for event in self._read(queue):
                 yield event
         finally:

@@ -102,6 +102,7 @@ class Kernel:
         self.info: dict[str, Any] = {}  # what we use of kernel_info: not the banner and links
         self._routes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._senders: dict[str, zmq.Socket] = {}  # see send()
         self._died = asyncio.Event()
         self._subshell: asyncio.Task[str | None] | None = None
         self.taps: list[Callable[[dict[str, Any]], None]] = []  # see every message
@@ -166,6 +167,7 @@ class Kernel:
             "control": self.client.control_channel,
         }
         self._tasks = [asyncio.create_task(self._pump(n, c)) for n, c in channels.items()]
+        self._senders = {n: zmq.Socket.shadow(c.socket.underlying) for n, c in channels.items() if n != "iopub"}
         self._tasks.append(asyncio.create_task(self._watch_death()))
         await self._wait_ready()
         if options.warm_up_code is not None:
@@ -228,7 +230,7 @@ class Kernel:
         msg = self.client.session.msg("execute_request", content)
         queue = self.subscribe(msg["header"]["msg_id"])
         try:
-            self.client.shell_channel.send(msg)
+            self.send("shell", msg)
             while (reply := await queue.get()) is not DIED and reply["channel"] != "shell":
                 pass
         finally:
@@ -244,6 +246,7 @@ class Kernel:
         for task in self._tasks:
             task.cancel()
         self._tasks = []
+        self._senders = {}  # views of sockets that are about to close
         if self.client is not None:
             self.client.stop_channels()
         try:
@@ -311,25 +314,36 @@ class Kernel:
         self._routes.pop(msg_id, None)
 
     async def _pump(self, name: str, channel: Any) -> None:
-        # recv_multipart straight away: the channel's get_msg() polls first, which costs a
-        # second future per message on the hot path.
-        session = self.client.session
+        # Await only when nothing is queued, then read everything that has arrived without
+        # a future: messages come in bursts (busy, execute_input, result, idle), and
+        # pyzmq's future per message costs more than deserialising it.
+        socket = channel.socket
+        view = zmq.Socket.shadow(socket.underlying)
         while True:
-            raw = await channel.socket.recv_multipart()
-            try:
-                msg = session.deserialize(session.feed_identities(raw)[1])
-            except (ValueError, KeyError) as exc:  # a bad signature or a garbled message
-                log.warning("kernel %s: dropped an unreadable %s message: %s", self.runtime_dir.name, name, exc)
-                continue
-            msg["channel"] = name
-            if name == "iopub" and msg["msg_type"] == "status":
-                self._track_status(msg)
-            parent = msg.get("parent_header", {}).get("msg_id")
-            queue = self._routes.get(parent)
-            if queue is not None:
-                queue.put_nowait(msg)
-            for tap in self.taps:
-                tap(msg)
+            self._route(name, await socket.recv_multipart())
+            while True:
+                try:
+                    raw = view.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._route(name, raw)
+
+    def _route(self, name: str, raw: list[bytes]) -> None:
+        session = self.client.session
+        try:
+            msg = session.deserialize(session.feed_identities(raw)[1])
+        except (ValueError, KeyError) as exc:  # a bad signature or a garbled message
+            log.warning("kernel %s: dropped an unreadable %s message: %s", self.runtime_dir.name, name, exc)
+            return
+        msg["channel"] = name
+        if name == "iopub" and msg["msg_type"] == "status":
+            self._track_status(msg)
+        parent = msg.get("parent_header", {}).get("msg_id")
+        queue = self._routes.get(parent)
+        if queue is not None:
+            queue.put_nowait(msg)
+        for tap in self.taps:
+            tap(msg)
 
     def _track_status(self, msg: dict[str, Any]) -> None:
         if self.state in (KernelState.IDLE, KernelState.BUSY):
@@ -337,12 +351,17 @@ class Kernel:
             if state in ("idle", "busy"):
                 self.state = KernelState(state)
 
-    def send_raw(self, channel: str, msg: dict[str, Any]) -> None:
-        """Send a client's own Jupyter message as it is (its header and msg_id kept)."""
-        if self.is_dead:
+    def send(self, channel: str, msg: dict[str, Any]) -> None:
+        """Send a message on shell, stdin or control; a client's own Jupyter message goes
+        as it is (its header and msg_id kept).
+
+        Through a plain view of the channel's socket, made once: jupyter_client would wrap
+        the asyncio socket afresh on every send. The kernel's channel threads read their
+        sockets even while it computes, so the send does not wait.
+        """
+        if self.is_dead or not self._senders:
             raise KernelDied(self.exit_reason or "kernel is dead")
-        stream = getattr(self.client, f"{channel}_channel").socket
-        self.client.session.send(stream, msg)
+        self.client.session.send(self._senders[channel], msg)
 
     async def request(
         self,
@@ -361,7 +380,7 @@ class Kernel:
             msg["header"]["subshell_id"] = subshell_id
         queue = self.subscribe(msg["header"]["msg_id"])
         try:
-            getattr(self.client, f"{channel}_channel").send(msg)
+            self.send(channel, msg)
             deadline = time.monotonic() + timeout
             while True:
                 remaining = deadline - time.monotonic()
