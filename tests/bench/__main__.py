@@ -88,37 +88,91 @@ async def print_loop(open_session: Any) -> dict[str, Any]:
     }
 
 
+class Load:
+    """One system's sessions for row 5, driven for `seconds` at a time."""
+
+    def __init__(self, live: list[Any], failed: int, server: servers.Server | None) -> None:
+        self.live = live
+        self.failed = failed
+        self.server = server  # None for raw jupyter_client: no gateway process
+        self.rates: list[float] = []  # executes/s of each round
+        self.latencies: list[float] = []
+        self.executes = 0
+        self.broken = 0
+        self.cpu_s = 0.0
+
+    @classmethod
+    async def open(cls, open_session: Any, sessions: int, server: servers.Server | None = None) -> Load:
+        opened = await asyncio.gather(*(open_session() for _ in range(sessions)), return_exceptions=True)
+        live = [s for s in opened if not isinstance(s, BaseException)]
+        return cls(live, len(opened) - len(live), server)
+
+    async def round(self, seconds: float) -> None:
+        cpu_before = self.server.cpu_seconds() if self.server else 0.0
+        stop = time.monotonic() + seconds
+        count = 0
+
+        async def loop(session: Any) -> None:
+            nonlocal count
+            try:
+                while time.monotonic() < stop:
+                    self.latencies.append(await timed(session.run("1+1")))
+                    count += 1
+            except Exception:  # a session the server dropped: counted, not fatal to the run
+                self.broken += 1
+                self.live.remove(session)
+
+        await asyncio.gather(*(loop(s) for s in list(self.live)))
+        if self.server:
+            self.cpu_s += self.server.cpu_seconds() - cpu_before
+        self.executes += count
+        self.rates.append(count / seconds)
+
+    def result(self) -> dict[str, Any]:
+        result = {
+            "executes_per_s": statistics.median(self.rates),
+            "rounds_executes_per_s": self.rates,
+            "p99_ms": pct(self.latencies, 0.99) * 1000 if self.latencies else float("nan"),
+            "failed_starts": self.failed,
+            "sessions_lost": self.broken,
+        }
+        if self.server is not None:
+            kernels = self.server.kernel_rss()
+            result.update(
+                gateway_cpu_ms_per_execute=1000 * self.cpu_s / max(self.executes, 1),
+                gateway_rss_mb=self.server.rss() / 2**20,
+                kernel_rss_mb=statistics.median(kernels) / 2**20 if kernels else 0,
+            )
+        return result
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.close() for s in self.live), return_exceptions=True)
+
+
 async def concurrent(
-    open_session: Any, sessions: int, seconds: float, rss: Any = None, settle: Any = None
+    open_ours: Any, open_raw: Any, open_kg: Any, ours: servers.Server, kg: servers.Server,
+    args: argparse.Namespace, settle: Any,
 ) -> dict[str, Any]:
-    opened = await asyncio.gather(*(open_session() for _ in range(sessions)), return_exceptions=True)
-    live = [s for s in opened if not isinstance(s, BaseException)]
-    if settle is not None:  # measure the steady state, not the pool refilling behind it
-        await settle()
-    failed = len(opened) - len(live)
-    latencies: list[float] = []
-    broken = 0
-    stop = time.monotonic() + seconds
-
-    async def loop(session: Any) -> None:
-        nonlocal broken
-        try:
-            while time.monotonic() < stop:
-                latencies.append(await timed(session.run("1+1")))
-        except Exception:  # a session the server dropped: counted, not fatal to the run
-            broken += 1
-
-    await asyncio.gather(*(loop(s) for s in live))
-    result = {
-        "executes_per_s": len(latencies) / seconds,
-        "p99_ms": pct(latencies, 0.99) * 1000 if latencies else float("nan"),
-        "failed_starts": failed,
-        "sessions_lost": broken,
-    }
-    if rss is not None:
-        result.update(rss())
-    await asyncio.gather(*(s.close() for s in live), return_exceptions=True)
-    return result
+    """Row 5. Ours and Kernel Gateway take turns, round after round, with both sets of
+    sessions open: a noisy spell on this shared machine then hits both, and each figure is
+    the median of its rounds. Raw jupyter_client runs its rounds on its own before."""
+    raw = await Load.open(open_raw, args.sessions)
+    try:
+        for _ in range(args.rounds):
+            await raw.round(args.seconds)
+    finally:
+        await raw.close()
+    loads = {"ours": await Load.open(open_ours, args.sessions, ours)}
+    await settle()  # measure the steady state, not the pool refilling behind it
+    loads["kg"] = await Load.open(open_kg, args.sessions, kg)
+    try:
+        for i in range(args.rounds):
+            for name in ("ours", "kg") if i % 2 == 0 else ("kg", "ours"):
+                await loads[name].round(args.seconds)
+        results = {name: load.result() for name, load in loads.items()}
+    finally:
+        await asyncio.gather(*(load.close() for load in loads.values()))
+    return {"ours": results["ours"], "raw": raw.result(), "kg": results["kg"]}
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -172,24 +226,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "raw": await print_loop(open_raw),
                 "kg": await print_loop(open_kg),
             }
-            step(f"5 {args.sessions} concurrent sessions")
+            step(f"5 {args.sessions} concurrent sessions, {args.rounds} rounds each")
             await refill()
-
-            def ours_rss() -> dict[str, Any]:
-                kernels = ours.kernel_rss()
-                return {"gateway_rss_mb": ours.rss() / 2**20,
-                        "kernel_rss_mb": statistics.median(kernels) / 2**20 if kernels else 0}
-
-            def kg_rss() -> dict[str, Any]:
-                kernels = kg.kernel_rss()
-                return {"gateway_rss_mb": kg.rss() / 2**20,
-                        "kernel_rss_mb": statistics.median(kernels) / 2**20 if kernels else 0}
-
-            results["5_concurrent"] = {
-                "ours": await concurrent(open_ours, args.sessions, args.seconds, ours_rss, refill),
-                "raw": await concurrent(open_raw, args.sessions, args.seconds),
-                "kg": await concurrent(open_kg, args.sessions, args.seconds, kg_rss),
-            }
+            results["5_concurrent"] = await concurrent(open_ours, open_raw, open_kg, ours, kg, args, refill)
     finally:
         ours.stop()
         kg.stop()
@@ -219,6 +258,7 @@ def table(r: dict[str, Any]) -> str:
     rows.append(("4 print 100k: frames received", p["ours"]["frames"], p["raw"]["frames"], p["kg"]["frames"]))
     c = r["5_concurrent"]
     rows.append(("5 concurrent: executes/s", c["ours"]["executes_per_s"], c["raw"]["executes_per_s"], c["kg"]["executes_per_s"]))
+    rows.append(("5 concurrent: gateway CPU per execute (ms)", c["ours"]["gateway_cpu_ms_per_execute"], None, c["kg"]["gateway_cpu_ms_per_execute"]))
     rows.append(("5 concurrent: p99 latency (ms)", c["ours"]["p99_ms"], c["raw"]["p99_ms"], c["kg"]["p99_ms"]))
     rows.append(("5 concurrent: failed starts", c["ours"]["failed_starts"], c["raw"]["failed_starts"], c["kg"]["failed_starts"]))
     rows.append(("5 concurrent: sessions lost mid-run", c["ours"]["sessions_lost"], c["raw"]["sessions_lost"], c["kg"]["sessions_lost"]))
@@ -252,7 +292,8 @@ def cli() -> None:
     parser.add_argument("--runs", type=int, default=1000, help="round trips in row 1")
     parser.add_argument("--starts", type=int, default=20, help="new sessions in rows 2 and 3")
     parser.add_argument("--sessions", type=int, default=50, help="concurrent sessions in row 5")
-    parser.add_argument("--seconds", type=float, default=10, help="duration of row 5")
+    parser.add_argument("--seconds", type=float, default=10, help="duration of each round of row 5")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of row 5 per system")
     args = parser.parse_args()
     started = time.monotonic()
     results = asyncio.run(main(args))
@@ -260,6 +301,9 @@ def cli() -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
     print(table(results))
+    c = results["5_concurrent"]
+    rounds = ", ".join(f"{o / k:.2f}x" for o, k in zip(c["ours"]["rounds_executes_per_s"], c["kg"]["rounds_executes_per_s"]))
+    print(f"\nrow 5, ours/kernel gw executes/s round by round: {rounds}")
     print(f"\n(whole run {results['bench_seconds']:.0f} s; JSON in {RESULTS})")
 
 

@@ -44,6 +44,11 @@ class Server:
                 time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not come up")
 
+    def cpu_seconds(self) -> float:
+        """CPU the server process itself has used (its kernels are other processes)."""
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return times.user + times.system
+
     def rss(self) -> int:
         return psutil.Process(self.proc.pid).memory_info().rss
 
