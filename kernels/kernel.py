@@ -61,6 +61,7 @@ class LaunchOptions:
 
 
 _KEPT_INFO = ("language_info", "supported_features")
+_BURST = 64  # messages read from one socket before other tasks get a turn
 _context: zmq.asyncio.Context | None = None
 
 
@@ -102,7 +103,7 @@ class Kernel:
         self.info: dict[str, Any] = {}  # what we use of kernel_info: not the banner and links
         self._routes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._senders: dict[str, zmq.Socket] = {}  # see send()
+        self._views: dict[str, zmq.Socket] = {}  # plain views of the connected channels' sockets
         self._died = asyncio.Event()
         self._subshell: asyncio.Task[str | None] | None = None
         self.taps: list[Callable[[dict[str, Any]], None]] = []  # see every message
@@ -158,16 +159,10 @@ class Kernel:
         # reach these private ipc sockets is the kernel, which holds the key anyway.
         self.client.session.digest_history_size = 0
         # No heartbeat channel: it costs a thread per kernel, and the death watch polls the
-        # provisioner instead (which works for remote kernels too).
-        self.client.start_channels(hb=False)
-        channels = {
-            "iopub": self.client.iopub_channel,
-            "shell": self.client.shell_channel,
-            "stdin": self.client.stdin_channel,
-            "control": self.client.control_channel,
-        }
-        self._tasks = [asyncio.create_task(self._pump(n, c)) for n, c in channels.items()]
-        self._senders = {n: zmq.Socket.shadow(c.socket.underlying) for n, c in channels.items() if n != "iopub"}
+        # provisioner instead (which works for remote kernels too). Control connects on
+        # first use (see send()).
+        for name in ("iopub", "shell", "stdin"):
+            self._open_channel(name)
         self._tasks.append(asyncio.create_task(self._watch_death()))
         await self._wait_ready()
         if options.warm_up_code is not None:
@@ -246,9 +241,11 @@ class Kernel:
         for task in self._tasks:
             task.cancel()
         self._tasks = []
-        self._senders = {}  # views of sockets that are about to close
-        if self.client is not None:
-            self.client.stop_channels()
+        # Close what was connected; client.stop_channels() would first connect every
+        # channel it has not yet made, only to close it again.
+        for name in self._views:
+            getattr(self.client, f"{name}_channel").stop()
+        self._views = {}
         try:
             if self.manager.has_kernel:
                 await self.manager.shutdown_kernel(now=True)
@@ -313,20 +310,29 @@ class Kernel:
     def unsubscribe(self, msg_id: str) -> None:
         self._routes.pop(msg_id, None)
 
-    async def _pump(self, name: str, channel: Any) -> None:
+    def _open_channel(self, name: str) -> zmq.Socket:
+        """Connect a channel (jupyter_client does it on first access), start reading it,
+        and keep a plain view of its socket for sending."""
+        socket = getattr(self.client, f"{name}_channel").socket
+        view = self._views[name] = zmq.Socket.shadow(socket.underlying)
+        self._tasks.append(asyncio.create_task(self._pump(name, socket, view)))
+        return view
+
+    async def _pump(self, name: str, socket: zmq.asyncio.Socket, view: zmq.Socket) -> None:
         # Await only when nothing is queued, then read everything that has arrived without
         # a future: messages come in bursts (busy, execute_input, result, idle), and
-        # pyzmq's future per message costs more than deserialising it.
-        socket = channel.socket
-        view = zmq.Socket.shadow(socket.underlying)
+        # pyzmq's future per message costs more than deserialising it. A burst is bounded,
+        # then the loop gets a turn: a kernel that floods must not starve other sessions.
         while True:
             self._route(name, await socket.recv_multipart())
-            while True:
+            for _ in range(_BURST):
                 try:
                     raw = view.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 self._route(name, raw)
+            else:
+                await asyncio.sleep(0)
 
     def _route(self, name: str, raw: list[bytes]) -> None:
         session = self.client.session
@@ -357,11 +363,14 @@ class Kernel:
 
         Through a plain view of the channel's socket, made once: jupyter_client would wrap
         the asyncio socket afresh on every send. The kernel's channel threads read their
-        sockets even while it computes, so the send does not wait.
+        sockets even while it computes, so the send does not wait. Control connects here,
+        on its first message (a subshell for completions, or a Jupyter client's request):
+        most sessions never use it, and each connected socket holds ~30 KB of libzmq buffers.
         """
-        if self.is_dead or not self._senders:
+        if self.is_dead or not self._views:
             raise KernelDied(self.exit_reason or "kernel is dead")
-        self.client.session.send(self._senders[channel], msg)
+        view = self._views.get(channel) or self._open_channel(channel)
+        self.client.session.send(view, msg)
 
     async def request(
         self,
