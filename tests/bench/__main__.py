@@ -88,6 +88,27 @@ async def print_loop(open_session: Any) -> dict[str, Any]:
     }
 
 
+async def print_loops(openers: dict[str, Any], rounds: int, settle: Any) -> dict[str, Any]:
+    """Row 4, `rounds` times for each system, taking turns in a rotating order: time is the
+    median; every run must deliver everything in order; frames is the most any run took."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in openers}
+    names = list(openers)
+    for i in range(rounds):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            await settle()  # no pool refilling behind anyone's run
+            runs[name].append(await print_loop(openers[name]))
+    return {
+        name: {
+            "seconds": statistics.median(r["seconds"] for r in got),
+            "rounds_seconds": [r["seconds"] for r in got],
+            "delivered_pct": min(r["delivered_pct"] for r in got),
+            "in_order": all(r["in_order"] for r in got),
+            "frames": max(r["frames"] for r in got),
+        }
+        for name, got in runs.items()
+    }
+
+
 class Load:
     """One system's sessions for row 5, driven for `seconds` at a time."""
 
@@ -219,13 +240,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "raw_warm_round_trip": results["1_warm_round_trip"]["raw"]["p50_ms"],
                 "kg": pct(kg_times, 0.5) * 1000,
             }
-            step("4 print loop")
-            await refill()
-            results["4_print_100k"] = {
-                "ours": await print_loop(open_ours),
-                "raw": await print_loop(open_raw),
-                "kg": await print_loop(open_kg),
-            }
+            step(f"4 print loop, {args.rounds} rounds each")
+            results["4_print_100k"] = await print_loops(
+                {"ours": open_ours, "raw": open_raw, "kg": open_kg}, args.rounds, refill
+            )
             step(f"5 {args.sessions} concurrent sessions, {args.rounds} rounds each")
             await refill()
             results["5_concurrent"] = await concurrent(open_ours, open_raw, open_kg, ours, kg, args, refill)
@@ -293,7 +311,7 @@ def cli() -> None:
     parser.add_argument("--starts", type=int, default=20, help="new sessions in rows 2 and 3")
     parser.add_argument("--sessions", type=int, default=50, help="concurrent sessions in row 5")
     parser.add_argument("--seconds", type=float, default=10, help="duration of each round of row 5")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of row 5 per system")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of rows 4 and 5 per system")
     args = parser.parse_args()
     started = time.monotonic()
     results = asyncio.run(main(args))
