@@ -198,6 +198,26 @@ async def test_100_mb_of_output_is_capped(fault_server: GatewayServer, bystander
     assert dropped == 100 * 1024 * 1024 + len("done\n") - 1_000_000
 
 
+async def test_a_flooding_kernel_does_not_starve_its_neighbours(fault_server: GatewayServer, bystander: Client) -> None:
+    # Messages straight onto iopub, as fast as the kernel can make them.
+    code = (
+        "k = get_ipython().kernel\nparent = k.get_parent()\nfor i in range(1_000_000):\n"
+        "    k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', 'text': 'x'}, parent=parent)"
+    )
+    async with connect(fault_server) as flooder, httpx.AsyncClient(base_url=fault_server.url) as http:
+        sid = flooder.session["session_id"]
+        await flooder.send({"type": "execute_code", "code": code, "id": "flood"})
+        await flooder.until(lambda f: f["type"] == "output")
+        for i in range(5):
+            # A liveness bound, not a speed claim: ~0.4 s here, and ~10 s each when starved.
+            async with asyncio.timeout(5):
+                assert result_of(await bystander.run(f"print({i})", f"b{i}"))["output"] == [str(i)]
+        # The neighbour was answered while the flood was still going on.
+        assert (await http.get(f"/sessions/{sid}")).json()["execution_state"] == "busy"
+        await flooder.send({"type": "interrupt"})
+        await flooder.until(lambda f: f["type"] == "execution_result" and f.get("id") == "flood", 120)
+
+
 async def test_filesystem_is_private(fault_server: GatewayServer, bystander: Client, sandbox: dict) -> None:
     needs(sandbox, filesystem="private")
     other = result_of(await bystander.run("import os\nopen('note', 'w').write('x')\nprint(os.path.realpath('note'))"))
