@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from itertools import islice
 from typing import Protocol
 
 from kernels.events import SessionNotice
 from kernels.session import Session
 
+from .frame_log import FrameLog
 from .frames import Frame, notice_frame
 
 log = logging.getLogger("gateway")
@@ -47,13 +46,8 @@ class SessionChannel:
         self.session = session
         self.owner = owner
         self.owned_by_socket = owned_by_socket  # created by a bare /ws: ends after its grace
-        self.seq = 0
-        # JSON text, serialised once for the socket and for any replay; the newest frame's
-        # seq is `self.seq`, so the seqs need not be stored beside the texts
-        self._log: deque[str] = deque()
-        self._log_bytes = 0
-        self._max_frames = log_frames
-        self._max_bytes = log_bytes
+        # JSON text, serialised once for the socket and for any replay
+        self._log = FrameLog(log_frames, log_bytes)
         self.sink: Sink | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_stream: asyncio.Task[None] | None = None
@@ -62,14 +56,15 @@ class SessionChannel:
 
     # -- publishing --------------------------------------------------------------------
 
+    @property
+    def seq(self) -> int:
+        """The seq of the newest frame so far."""
+        return self._log.last_seq
+
     async def publish(self, frame: Frame) -> None:
-        self.seq += 1
-        frame["seq"] = self.seq
+        frame["seq"] = self.seq + 1
         text = json.dumps(frame)
         self._log.append(text)
-        self._log_bytes += len(text)
-        while len(self._log) > self._max_frames or (self._log_bytes > self._max_bytes and len(self._log) > 1):
-            self._log_bytes -= len(self._log.popleft())
         if self.sink is not None:
             await self.sink.send(text)
 
@@ -120,20 +115,12 @@ class SessionChannel:
         self.sink = sink
         if last_seq is None:
             return Replay([], None)
-        first_kept = self._first_kept
-        frames = list(islice(self._log, max(0, last_seq + 1 - first_kept), None))
-        lost = (last_seq + 1, first_kept - 1) if last_seq + 1 < first_kept else None
-        return Replay(frames, lost)
+        return Replay(*self._log.since(last_seq))
 
     def ack(self, seq: int) -> None:
         """The client has every frame up to `seq` (at most `self.seq`): they need not be
         kept for a replay."""
-        for _ in range(min(len(self._log), seq - self._first_kept + 1)):
-            self._log_bytes -= len(self._log.popleft())
-
-    @property
-    def _first_kept(self) -> int:
-        return self.seq - len(self._log) + 1
+        self._log.drop_through(seq)
 
     def detach(self, sink: Sink, grace: float, expire: Callable[[], None]) -> None:
         if self.sink is not sink:
