@@ -182,14 +182,8 @@ async def kernel_channels(ws: WebSocket, kernel_id: str) -> None:
         await ws.close(code=close_code(exc), reason=str(exc)[:120])
         return
     session = channel.session
-    # Unbounded: a pass-through cannot slow the kernel's iopub down without dropping
-    # messages (ZMQ drops past its high-water mark); each message is sent as soon as it can.
-    outbox: asyncio.Queue[str | bytes] = asyncio.Queue()
-
-    def forward(msg: dict[str, Any]) -> None:
-        outbox.put_nowait(jupyter_wire.encode(msg, msg["channel"], v1))
-
-    stop_tap = session.tap(forward)
+    outbox = _Outbox(session.id, _runtime(ws).settings.jupyter_queue_bytes)
+    stop_tap = session.tap(lambda msg: outbox.put(jupyter_wire.encode(msg, msg["channel"], v1)))
     session.connections += 1
     sender = asyncio.create_task(_send_all(ws, outbox))
     try:
@@ -222,7 +216,38 @@ def _pass_to_kernel(session: Session, data: str | bytes | None, v1: bool) -> Non
         log.warning("session %s: kernel gone, message dropped", session.id)
 
 
-async def _send_all(ws: WebSocket, outbox: asyncio.Queue[str | bytes]) -> None:
+class _Outbox:
+    """Kernel messages on their way to one Jupyter client, bounded by bytes.
+
+    A pass-through cannot slow a kernel down: its iopub would drop messages past ZMQ's
+    high-water mark anyway. So a client that does not keep up loses messages here too,
+    instead of the gateway holding whatever a flooding kernel sends.
+    """
+
+    def __init__(self, session_id: str, limit: int) -> None:
+        self.session_id = session_id
+        self.limit = limit
+        self._queue: asyncio.Queue[str | bytes] = asyncio.Queue()
+        self._bytes = 0
+        self._dropping = False
+
+    def put(self, frame: str | bytes) -> None:
+        if self._bytes + len(frame) > self.limit:
+            if not self._dropping:
+                log.warning("session %s: Jupyter client is not keeping up; dropping kernel messages", self.session_id)
+            self._dropping = True
+            return
+        self._dropping = False
+        self._bytes += len(frame)
+        self._queue.put_nowait(frame)
+
+    async def get(self) -> str | bytes:
+        frame = await self._queue.get()
+        self._bytes -= len(frame)
+        return frame
+
+
+async def _send_all(ws: WebSocket, outbox: _Outbox) -> None:
     try:
         while True:
             frame = await outbox.get()

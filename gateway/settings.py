@@ -69,3 +69,7 @@ class Settings(BaseSettings):
     kernel_env_allowlist: list[str] = Field(default=[], description="variables besides KERNEL_* that POST /api/kernels may pass to a kernel")
     ws_compression: bool = Field(False, description="permessage-deflate on WebSockets (saves bandwidth on big outputs, costs CPU on every frame)")
     send_queue_frames: int = Field(256, gt=0, description="frames queued per WebSocket before producers wait")
+    jupyter_queue_bytes: int = Field(
+        16 * 2**20, gt=0,
+        description="bytes of kernel messages queued for a slow Jupyter-protocol client; past it they are dropped, as ZMQ drops iopub",
+    )

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import websockets
 
@@ -115,6 +116,35 @@ async def test_kernel_lifecycle_and_both_protocol_directions(gateway: GatewaySer
             assert stdout(iopub) == "False\n", "state survived the restart"
         assert (await http.delete(f"/api/kernels/{kid}")).status_code == 204
         assert (await http.get(f"/api/kernels/{kid}")).status_code == 404
+
+
+async def test_a_flooding_kernel_and_a_slow_client_cannot_fill_the_gateway() -> None:
+    server = GatewayServer(pool_size=1, session_grace_s=0, jupyter_queue_bytes=4 * 2**20)
+    flood = (
+        "k = get_ipython().kernel\nparent = k.get_parent()\ntext = 'x' * 1000\n"
+        "for i in range(10**6):\n"
+        "    k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', 'text': text}, parent=parent)"
+    )
+    try:
+        gateway = psutil.Process(server.proc.pid)
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            kid = (await http.post("/api/kernels", json={"name": "python3"})).json()["id"]
+            url = f"{server.ws_url}/api/kernels/{kid}/channels"
+            # A client that reads nothing while the flood runs: its socket fills, then ours.
+            async with websockets.connect(url, max_queue=1, max_size=None) as ws:
+                await execute(ws, "1")
+                before = gateway.memory_info().rss
+                await ws.send(json.dumps(message("execute_request", {"code": flood, "silent": False, "stop_on_error": False})))
+                await asyncio.sleep(8)  # unbounded, the gateway grew by ~85 MB in this time
+                grown = gateway.memory_info().rss - before
+                assert grown < 48 * 2**20, f"gateway grew by {grown / 2**20:.0f} MB"
+                assert (await http.post(f"/api/kernels/{kid}/interrupt")).status_code == 204
+                # Messages were dropped, not the connection: it still works.
+                iopub, reply = await execute(ws, "print('still here')", timeout=60)
+                assert reply["content"]["status"] == "ok" and stdout(iopub) == "still here\n"
+            assert (await http.delete(f"/api/kernels/{kid}")).status_code == 204
+    finally:
+        assert not server.stop()
 
 
 async def test_client_env_is_filtered_and_validated(gateway: GatewayServer) -> None:
