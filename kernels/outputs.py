@@ -42,9 +42,17 @@ class OutputCollector:
     """
 
     def __init__(self) -> None:
-        self.outputs: list[NotebookNode] = []
+        self._outputs: list[NotebookNode] = []
         self._display_ids: dict[int, str] = {}  # index in outputs -> display id
         self._clear_pending = False
+        # The pieces of the last output while it is a stream still growing: joined once,
+        # not copied whole at every piece (megabytes of output come in hundreds of pieces).
+        self._stream_pieces: list[str] = []
+
+    @property
+    def outputs(self) -> list[NotebookNode]:
+        self._join_stream()
+        return self._outputs
 
     def apply(self, event: Event) -> None:
         if isinstance(event, Output):
@@ -57,31 +65,39 @@ class OutputCollector:
         elif isinstance(event, UpdateDisplay):
             for index, display_id in self._display_ids.items():
                 if display_id == event.display_id:
-                    self.outputs[index]["data"] = event.output["data"]
-                    self.outputs[index]["metadata"] = event.output["metadata"]
+                    self._outputs[index]["data"] = event.output["data"]
+                    self._outputs[index]["metadata"] = event.output["metadata"]
 
     def _clear(self) -> None:
-        self.outputs.clear()
+        self._outputs.clear()
         self._display_ids.clear()
         self._clear_pending = False
+        self._stream_pieces = []
 
     def _add(self, event: Output) -> None:
         if self._clear_pending:
             self._clear()
         output = event.output
-        last = self.outputs[-1] if self.outputs else None
+        last = self._outputs[-1] if self._outputs else None
         if (
             last is not None
             and output["output_type"] == "stream"
             and last["output_type"] == "stream"
             and last["name"] == output["name"]
         ):
-            last["text"] += output["text"]
+            self._stream_pieces.append(output["text"])
             return
+        self._join_stream()
         # Copy: the event's output is also sent to clients and must not change under them.
-        self.outputs.append(NotebookNode(dict(output)))
+        self._outputs.append(NotebookNode(dict(output)))
+        self._stream_pieces = [output["text"]] if output["output_type"] == "stream" else []
         if event.display_id:
-            self._display_ids[len(self.outputs) - 1] = event.display_id
+            self._display_ids[len(self._outputs) - 1] = event.display_id
+
+    def _join_stream(self) -> None:
+        if len(self._stream_pieces) > 1:
+            self._outputs[-1]["text"] = "".join(self._stream_pieces)
+            self._stream_pieces = [self._outputs[-1]["text"]]
 
     def stdout_lines(self) -> list[str]:
         return self._stream_text("stdout").splitlines()
