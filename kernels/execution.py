@@ -41,7 +41,9 @@ class _Execution:
     def __init__(self, kernel: Kernel, limits: ExecutionLimits) -> None:
         self.kernel = kernel
         self.limits = limits
-        self.pending: Output | None = None  # stream output held back to coalesce
+        self.pending: Output | None = None  # stream output held back to coalesce...
+        self.pieces: list[str] = []  # ...its text, joined once when it goes out
+        self.pending_size = 0
         self.last_flush = float("-inf")
         self.sent_bytes = 0
         self.dropped_bytes = 0
@@ -148,11 +150,11 @@ class _Execution:
         for capped in self._capped(event):
             if self.pending is None:
                 self.pending = capped
-            else:
-                self.pending.output["text"] += capped.output["text"]
+            self.pieces.append(capped.output["text"])
+            self.pending_size += len(capped.output["text"])
         # Leading edge: a lone print goes out at once; a burst is merged until the window ends.
         if self.pending is not None and (
-            len(self.pending.output["text"]) >= self.limits.stream_max_bytes
+            self.pending_size >= self.limits.stream_max_bytes
             or (queue.empty() and self._window_passed())
         ):
             ready.append(self._flush())
@@ -181,6 +183,9 @@ class _Execution:
 
     def _flush(self) -> Output:
         event, self.pending = self.pending, None
+        if len(self.pieces) > 1:
+            event.output["text"] = "".join(self.pieces)
+        self.pieces, self.pending_size = [], 0
         self.last_flush = time.monotonic()
         return event
 
