@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -10,20 +11,39 @@ from typing import Any
 # jsonschema anyway. This is nbformat's own switch; an operator's setting wins.
 os.environ.setdefault("NBFORMAT_VALIDATOR", "jsonschema")
 
-from nbformat import NotebookNode
+from nbformat import NotebookNode, ValidationError
 from nbformat.v4 import new_output, output_from_msg
 
 from .events import ClearOutput, Event, Output, UpdateDisplay
 
+log = logging.getLogger("kernels")
+
 OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error"})
+STREAM_NAMES = frozenset({"stdout", "stderr"})
 
 
 def event_from_iopub(msg: dict[str, Any]) -> Event | None:
-    """The event for one iopub message of an execution, or None for messages we skip."""
-    msg_type = msg["msg_type"]
-    content = msg["content"]
+    """The event for one iopub message of an execution, or None for messages we skip.
+
+    A malformed output (the kernel runs the user's code, which can send anything) becomes
+    a line on stderr saying so, not a failed request.
+    """
+    try:
+        return _event(msg["msg_type"], msg["content"], msg)
+    except (ValidationError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("dropped a malformed %s message from a kernel: %s", msg["msg_type"], exc)
+        notice = f"[gateway] dropped a malformed {msg['msg_type']} message from the kernel\n"
+        return Output(NotebookNode(output_type="stream", name="stderr", text=notice), None)
+
+
+def _event(msg_type: str, content: dict[str, Any], msg: dict[str, Any]) -> Event | None:
+    if msg_type == "stream" and content.get("name") in STREAM_NAMES and isinstance(content.get("text"), str):
+        # The common case, built directly: nbformat's schema check of one output costs
+        # more than all the rest of a message's handling (half the gateway's CPU when code
+        # prints line by line with flush), and these two fields are all a stream has.
+        return Output(NotebookNode(output_type="stream", name=content["name"], text=content["text"]), None)
     if msg_type in OUTPUT_TYPES:
-        display_id = content.get("transient", {}).get("display_id")
+        display_id = (content.get("transient") or {}).get("display_id")
         return Output(output_from_msg(msg), display_id)
     if msg_type == "clear_output":
         return ClearOutput(wait=bool(content.get("wait", False)))
