@@ -27,6 +27,7 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 
 from .errors import KernelBusyTimeout, KernelDied, KernelStartFailed
+from . import wire
 from .sandbox import Confinement, Sandbox, SandboxedKernelManager
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ class Kernel:
         # gateway memory for a long session). It guards nothing here: the only peer that can
         # reach these private ipc sockets is the kernel, which holds the key anyway.
         self.client.session.digest_history_size = 0
+        self.client.session.unpack = wire.unpack
         # No heartbeat channel: it costs a thread per kernel, and the death watch polls the
         # provisioner instead (which works for remote kernels too). Control connects on
         # first use (see send()).
