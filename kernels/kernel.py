@@ -324,6 +324,9 @@ class Kernel:
         and keep a plain view of its socket for sending."""
         socket = getattr(self.client, f"{name}_channel").socket
         view = self._views[name] = zmq.Socket.shadow(socket.underlying)
+        # A send that would block (a kernel not reading: a thousand messages queued) fails
+        # at once instead of stopping the event loop, and with it every session.
+        view.sndtimeo = 0
         self._tasks.append(asyncio.create_task(self._pump(name, socket, view)))
         return view
 
@@ -379,7 +382,10 @@ class Kernel:
         if self.is_dead or not self._views:
             raise KernelDied(self.exit_reason or "kernel is dead")
         view = self._views.get(channel) or self._open_channel(channel)
-        self.client.session.send(view, msg)
+        try:
+            self.client.session.send(view, msg)
+        except zmq.Again:
+            raise KernelBusyTimeout(f"the kernel is not reading its {channel} messages") from None
 
     async def request(
         self,

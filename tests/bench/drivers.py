@@ -70,6 +70,10 @@ class RawSession:
         await km.start_kernel()
         self = cls(km)
         self.kc.start_channels()
+        # A kernel that lost the TCP port race never reads: jupyter_client's blocking send
+        # would then hang the whole benchmark. Fail the start instead.
+        for channel in (self.kc.shell_channel, self.kc.stdin_channel, self.kc.control_channel):
+            channel.socket.sndtimeo = 1000
         try:
             await self.kc.wait_for_ready(timeout=TIMEOUT)
         except BaseException:  # e.g. it lost the TCP port race: count it, leave nothing
