@@ -37,11 +37,14 @@ def event_from_iopub(msg: dict[str, Any]) -> Event | None:
 
 
 def _event(msg_type: str, content: dict[str, Any], msg: dict[str, Any]) -> Event | None:
-    if msg_type == "stream" and content.get("name") in STREAM_NAMES and isinstance(content.get("text"), str):
+    text = content.get("text")
+    if isinstance(text, list) and all(isinstance(line, str) for line in text):
+        text = "".join(text)  # a multiline string, as nbformat allows: one string here
+    if msg_type == "stream" and content.get("name") in STREAM_NAMES and isinstance(text, str):
         # The common case, built directly: nbformat's schema check of one output costs
         # more than all the rest of a message's handling (half the gateway's CPU when code
         # prints line by line with flush), and these two fields are all a stream has.
-        return Output(NotebookNode(output_type="stream", name=content["name"], text=content["text"]), None)
+        return Output(NotebookNode(output_type="stream", name=content["name"], text=text), None)
     if msg_type in OUTPUT_TYPES:
         display_id = (content.get("transient") or {}).get("display_id")
         return Output(output_from_msg(msg), display_id)

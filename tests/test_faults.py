@@ -204,10 +204,11 @@ async def test_malformed_outputs_from_the_kernel_are_reported_not_fatal(fault_se
         "k.session.send(k.iopub_socket, 'display_data', {'data': 'not a dict', 'metadata': {}}, parent=parent)\n"
         "k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', 'text': 5}, parent=parent)\n"
         "k.session.send(k.iopub_socket, 'execute_result', {}, parent=parent)\n"
+        "k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', 'text': ['a', 'b\\n']}, parent=parent)\n"
         "print('after')"
     )
     result = await run_fault(fault_server, code)
-    assert result["status"] == "ok" and result["output"] == ["after"]
+    assert result["status"] == "ok" and result["output"] == ["ab", "after"]
     assert [e for e in result["errors"] if "dropped a malformed" in e] == [
         "[gateway] dropped a malformed display_data message from the kernel",
         "[gateway] dropped a malformed stream message from the kernel",
@@ -215,7 +216,7 @@ async def test_malformed_outputs_from_the_kernel_are_reported_not_fatal(fault_se
     ]
     async with httpx.AsyncClient(base_url=fault_server.url, timeout=60) as http:
         one_shot = (await http.post("/execute", json={"code": code})).json()
-    assert one_shot["status"] == "ok" and one_shot["output"] == ["after"]
+    assert one_shot["status"] == "ok" and one_shot["output"] == ["ab", "after"]
 
 
 async def test_a_flooding_kernel_does_not_starve_its_neighbours(fault_server: GatewayServer, bystander: Client) -> None:
