@@ -29,22 +29,18 @@ def event_from_iopub(msg: dict[str, Any]) -> Event | None:
     a line on stderr saying so, not a failed request.
     """
     try:
-        return _event(msg["msg_type"], msg["content"], msg)
+        return _event(msg)
     except (ValidationError, KeyError, TypeError, AttributeError) as exc:
         log.warning("dropped a malformed %s message from a kernel: %s", msg["msg_type"], exc)
         notice = f"[gateway] dropped a malformed {msg['msg_type']} message from the kernel\n"
         return Output(NotebookNode(output_type="stream", name="stderr", text=notice), None)
 
 
-def _event(msg_type: str, content: dict[str, Any], msg: dict[str, Any]) -> Event | None:
-    text = content.get("text")
-    if isinstance(text, list) and all(isinstance(line, str) for line in text):
-        text = "".join(text)  # a multiline string, as nbformat allows: one string here
-    if msg_type == "stream" and content.get("name") in STREAM_NAMES and isinstance(text, str):
-        # The common case, built directly: nbformat's schema check of one output costs
-        # more than all the rest of a message's handling (half the gateway's CPU when code
-        # prints line by line with flush), and these two fields are all a stream has.
-        return Output(NotebookNode(output_type="stream", name=content["name"], text=text), None)
+def _event(msg: dict[str, Any]) -> Event | None:
+    msg_type = msg["msg_type"]
+    content = msg["content"]
+    if msg_type == "stream" and (output := _stream(content)) is not None:
+        return Output(output, None)
     if msg_type in OUTPUT_TYPES:
         display_id = (content.get("transient") or {}).get("display_id")
         return Output(output_from_msg(msg), display_id)
@@ -54,6 +50,18 @@ def _event(msg_type: str, content: dict[str, Any], msg: dict[str, Any]) -> Event
         output = new_output("display_data", data=content["data"], metadata=content["metadata"])
         return UpdateDisplay(output, content["transient"]["display_id"])
     return None
+
+
+def _stream(content: dict[str, Any]) -> NotebookNode | None:
+    """The common case, built directly: nbformat's schema check of one output costs more
+    than all the rest of a message's handling (half the gateway's CPU when code prints line
+    by line with flush), and these two fields are all a stream has. None: let nbformat judge."""
+    text = content.get("text")
+    if isinstance(text, list) and all(isinstance(line, str) for line in text):
+        text = "".join(text)  # a multiline string, as nbformat allows: one string here
+    if content.get("name") not in STREAM_NAMES or not isinstance(text, str):
+        return None
+    return NotebookNode(output_type="stream", name=content["name"], text=text)
 
 
 class OutputCollector:
