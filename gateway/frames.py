@@ -9,6 +9,7 @@ from typing import Any
 from kernels.events import (
     ClearOutput,
     Event,
+    ExecutionStatus,
     Finished,
     InputRequest,
     Output,
@@ -79,7 +80,8 @@ def result(
     finished: Finished, collector: OutputCollector, ids: dict[str, str], elapsed: float
 ) -> ExecutionResult:
     errors = collector.error_lines()
-    if finished.reason and finished.status.value not in ("ok", "error"):
+    # An error's own traceback says it all; the other endings say why in their reason.
+    if finished.reason and (finished.status is not ExecutionStatus.ERROR or not errors):
         errors.append(f"{finished.status.value.capitalize()}: {finished.reason}")
     return ExecutionResult(
         **ids,

@@ -15,6 +15,11 @@ from .kernel import DIED, Kernel
 from .outputs import event_from_iopub
 
 
+# The kernel sends its reply before `idle`, but on another socket: how long to wait for it
+# once `idle` has come.
+_REPLY_GRACE = 2.0
+
+
 @dataclass
 class ExecutionLimits:
     timeout: float = 300.0  # wall clock, seconds
@@ -30,7 +35,8 @@ async def execute(
     """Yield the events of one execute_request; the last one is always `Finished`.
 
     It ends when both iopub's `status: idle` and the shell `execute_reply` have arrived,
-    when the kernel dies, or when the time-out's interrupt grace period runs out.
+    when `idle` came and the reply does not, when the kernel dies, or when the time-out's
+    interrupt grace period runs out.
     """
     run = _Execution(kernel, limits)
     async for event in run.events(code, allow_stdin):
@@ -48,6 +54,7 @@ class _Execution:
         self.sent_bytes = 0
         self.dropped_bytes = 0
         self.timed_out = False
+        self.interrupts_before = kernel.interrupts
 
     async def events(self, code: str, allow_stdin: bool) -> AsyncIterator[Event]:
         content = {
@@ -74,11 +81,17 @@ class _Execution:
         deadline = time.monotonic() + self.limits.timeout
         reply: dict[str, Any] | None = None
         idle = False
+        unanswered_at = float("inf")  # when to stop waiting for a reply after `idle`
         while reply is None or not idle:
-            msg = await self._next(queue, deadline)
-            if msg is None:  # the held-back stream's window passed, or the deadline did
+            msg = await self._next(queue, min(deadline, unanswered_at))
+            if msg is None:  # the held-back stream's window passed, or a deadline did
                 if self.pending is not None and self._window_passed():
                     yield self._flush()
+                elif time.monotonic() >= unanswered_at:
+                    for event in self._closing():
+                        yield event
+                    yield self._finished(None)
+                    return
                 elif time.monotonic() >= deadline:
                     if self.timed_out:
                         for event in self._closing():
@@ -107,6 +120,8 @@ class _Execution:
                 state = msg["content"]["execution_state"]
                 idle = state == "idle"
                 if idle:
+                    if reply is None:
+                        unanswered_at = time.monotonic() + _REPLY_GRACE
                     for event in self._flush_all():
                         yield event
                 yield Status(state)
@@ -203,11 +218,18 @@ class _Execution:
         )
         return [*events, Output(new_output("stream", name="stderr", text=text))]
 
-    def _finished(self, reply: dict[str, Any]) -> Finished:
-        count = reply.get("execution_count")
+    def _finished(self, reply: dict[str, Any] | None) -> Finished:
+        count = reply.get("execution_count") if reply is not None else None
         if self.timed_out:
             reason = f"execution exceeded its time-out of {self.limits.timeout:g} s and was interrupted"
             return Finished(ExecutionStatus.TIMEOUT, count, reason)
+        if reply is None:
+            # Idle came and the reply never did. ipykernel drops the reply when a
+            # KeyboardInterrupt reaches it outside the user's code, as a second interrupt
+            # landing while it still handles the first one does.
+            if self.kernel.interrupts != self.interrupts_before:
+                return Finished(ExecutionStatus.INTERRUPTED, None, "interrupted")
+            return Finished(ExecutionStatus.ERROR, None, "the kernel ended this request without replying to it")
         status = reply.get("status")
         if status == "ok":
             return Finished(ExecutionStatus.OK, count)

@@ -108,6 +108,11 @@ class Kernel:
         self.state = KernelState.STARTING
         self.exit_reason: str | None = None
         self.info: dict[str, Any] = {}  # what we use of kernel_info: not the banner and links
+        self.interrupts = 0  # interrupts sent so far, so an execution can tell it was one
+        # Set from a request's `execute_input` (its code has begun) until its `idle`.
+        self.running_code = asyncio.Event()
+        self.running_since = 0.0  # monotonic time of the last `execute_input`
+        self._running_request: str | None = None
         self._routes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._views: dict[str, zmq.Socket] = {}  # plain views of the connected channels' sockets
@@ -229,20 +234,28 @@ class Kernel:
 
     async def warm_up(self, code: str) -> None:
         """Run a throw-away cell that leaves no history, so the user's first cell does not
-        pay IPython's first-execution costs. Bounded by the caller's `startup_timeout`."""
+        pay IPython's first-execution costs. Bounded by the caller's `startup_timeout`.
+
+        Done means replied and idle: a kernel handed out before its warm-up's `idle` would
+        look as if it ran code (`running_code`) when the user's first cell is sent."""
         content = {"code": code, "silent": False, "store_history": False, "allow_stdin": False}
         msg = self.client.session.msg("execute_request", content)
         queue = self.subscribe(msg["header"]["msg_id"])
         try:
             self.send("shell", msg)
-            while (reply := await queue.get()) is not DIED and reply["channel"] != "shell":
-                pass
+            replied = idle = False
+            while not (replied and idle):
+                if (reply := await queue.get()) is DIED:
+                    return
+                replied = replied or reply["channel"] == "shell"
+                idle = idle or (reply["msg_type"] == "status" and reply["content"].get("execution_state") == "idle")
         finally:
             self.unsubscribe(msg["header"]["msg_id"])
 
     async def interrupt(self) -> None:
         if self.is_dead:
             return
+        self.interrupts += 1
         await self.manager.interrupt_kernel()
 
     async def shutdown(self) -> None:
@@ -354,20 +367,27 @@ class Kernel:
             log.warning("kernel %s: dropped an unreadable %s message: %s", self.runtime_dir.name, name, exc)
             return
         msg["channel"] = name
-        if name == "iopub" and msg["msg_type"] == "status":
-            self._track_status(msg)
         parent = msg.get("parent_header", {}).get("msg_id")
+        if name == "iopub":
+            if msg["msg_type"] == "status":
+                self._track_status(msg, parent)
+            elif msg["msg_type"] == "execute_input":
+                self._running_request = parent
+                self.running_since = time.monotonic()
+                self.running_code.set()
         queue = self._routes.get(parent)
         if queue is not None:
             queue.put_nowait(msg)
         for tap in self.taps:
             tap(msg)
 
-    def _track_status(self, msg: dict[str, Any]) -> None:
-        if self.state in (KernelState.IDLE, KernelState.BUSY):
-            state = msg["content"].get("execution_state")
-            if state in ("idle", "busy"):
-                self.state = KernelState(state)
+    def _track_status(self, msg: dict[str, Any], parent: str | None) -> None:
+        state = msg["content"].get("execution_state")
+        if state == "idle" and parent == self._running_request:
+            self._running_request = None
+            self.running_code.clear()
+        if self.state in (KernelState.IDLE, KernelState.BUSY) and state in ("idle", "busy"):
+            self.state = KernelState(state)
 
     def send(self, channel: str, msg: dict[str, Any]) -> None:
         """Send a message on shell, stdin or control; a client's own Jupyter message goes

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .errors import KernelDied, SessionClosed
-from .events import Event, ExecutionStatus, Finished, SessionNotice
+from .events import Event, ExecutionStatus, Finished, Output, SessionNotice, Status
 from .execution import ExecutionLimits, execute
 from .kernel import Kernel
 from .pool import KernelPool
@@ -19,8 +19,12 @@ from .pool import KernelPool
 log = logging.getLogger(__name__)
 
 
-_INTERRUPT_ATTEMPTS = 5
-_INTERRUPT_RETRY_S = 0.4
+# How long an interrupt waits for the running request's code to begin (then it goes anyway),
+# how long after that it waits before it is sent, and how long each attempt waits for the
+# run to end before the next.
+_CODE_START_WAIT_S = 5.0
+_CODE_SETTLE_S = 0.02
+_INTERRUPT_WAITS_S = (1.0, 2.0, 4.0)
 
 
 class SessionState(str, enum.Enum):
@@ -40,10 +44,15 @@ class Request:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self.finished: Finished | None = None
         self.done = asyncio.Event()
+        self.ending = False  # the kernel has shown it is ending the run: an error, or idle
 
     def put(self, event: Event) -> None:
         if self.finished is not None:
             return
+        if isinstance(event, Output) and event.output["output_type"] == "error":
+            self.ending = True
+        elif isinstance(event, Status) and event.execution_state == "idle":
+            self.ending = True
         if isinstance(event, Finished):
             self.finished = event
             self.done.set()
@@ -184,27 +193,52 @@ class Session:
     # -- control -----------------------------------------------------------------------
 
     async def interrupt(self) -> None:
-        """Interrupt the running request, if any; queued ones still run after it."""
+        """Interrupt the running request, or the one about to run (a run and its interrupt
+        can come in one breath); queued ones still run after it."""
         self.touch()
-        request = self._current
+        request = self._current or next((r for r in self._queue if r.finished is None), None)
         if request is not None and self._interrupting is None:
             self._interrupting = asyncio.create_task(self._interrupt(request))
 
     async def _interrupt(self, request: Request) -> None:
-        # ipykernel ignores SIGINT between publishing `busy` and starting the code, so one
-        # interrupt sent at the very start of a run can be lost: repeat it while it runs.
+        """Send SIGINT (or its control message) when it can work, and again if it did not.
+
+        ipykernel ignores SIGINT from publishing `busy` until it begins the request, which it
+        announces with `execute_input`; for a few milliseconds after that, a KeyboardInterrupt
+        lands in ipykernel's own code, which drops the reply (see execution's
+        `_REPLY_GRACE`); and one that lands just before a blocking call is only seen once the
+        call returns. So: wait for the code to start and settle, then interrupt, and repeat
+        while the run shows no sign of ending. Never while it is ending: a second interrupt
+        that lands while the kernel still handles the first also makes it drop the reply.
+        """
+        kernel = self.kernel
         try:
-            for _ in range(_INTERRUPT_ATTEMPTS):
-                if self._current is not request:
+            if not await self._code_started(kernel, request):
+                return
+            for wait in _INTERRUPT_WAITS_S:
+                if self._current is not request or self.kernel is not kernel or request.ending:
                     return
-                await self.kernel.interrupt()
+                await kernel.interrupt()
                 try:
-                    await asyncio.wait_for(request.done.wait(), _INTERRUPT_RETRY_S)
+                    await asyncio.wait_for(request.done.wait(), wait)
                     return
                 except asyncio.TimeoutError:
                     pass
         finally:
             self._interrupting = None
+
+    async def _code_started(self, kernel: Kernel, request: Request) -> bool:
+        """Wait (bounded) until the kernel runs the request's code; False if it ended first."""
+        waits = {asyncio.ensure_future(kernel.running_code.wait()), asyncio.ensure_future(request.done.wait())}
+        try:
+            await asyncio.wait(waits, timeout=_CODE_START_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        settle = kernel.running_since + _CODE_SETTLE_S - time.monotonic()
+        if settle > 0:
+            await asyncio.sleep(settle)
+        return not request.done.is_set()
 
     async def restart(self) -> None:
         """Fresh kernel, all state gone; the running and queued requests are cancelled."""

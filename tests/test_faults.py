@@ -390,3 +390,23 @@ async def test_a_kernel_dying_between_requests_is_replaced_and_says_so(fault_ser
         notice = await client.until(lambda f: f["type"] == "status" and f.get("state_lost") and f["execution_state"] == "idle")
         assert "died" in notice[-1]["message"] and "exited with code 1" in notice[-1]["message"]
         assert result_of(await client.run("print('x' in dir())", "after"))["output"] == ["False"]
+
+
+async def test_a_reply_the_kernel_never_sends_ends_the_run_and_keeps_the_session(fault_server: GatewayServer) -> None:
+    # ipykernel drops the reply when a KeyboardInterrupt lands outside the user's code
+    # (a second interrupt while it still handles the first): here it is made to drop it.
+    code = (
+        "k = get_ipython().kernel\nsend = k.session.send\n"
+        "def drop_reply(stream, msg_type, *args, **kwargs):\n"
+        "    if msg_type == 'execute_reply':\n"
+        "        k.session.send = send\n"
+        "        raise KeyboardInterrupt\n"
+        "    return send(stream, msg_type, *args, **kwargs)\n"
+        "k.session.send = drop_reply\nkept = 'yes'\nprint('ran')"
+    )
+    async with connect(fault_server) as client:
+        result = result_of(await client.run(code, "unanswered", wait=20))
+        assert result["status"] == "error" and result["output"] == ["ran"]
+        assert result["errors"] == ["Error: the kernel ended this request without replying to it"]
+        assert result.get("execution_count") is None
+        assert result_of(await client.run("print(kept)", "after"))["output"] == ["yes"]

@@ -10,8 +10,9 @@ from .conftest import GatewayServer, connect, result_of
 async def test_interrupt_ends_the_run_and_keeps_state(server: GatewayServer) -> None:
     async with connect(server) as client:
         await client.run("kept = 'yes'")
-        await client.send({"type": "execute_code", "code": "import time\ntime.sleep(30)", "id": "long"})
-        await client.until(lambda f: f.get("id") == "long" and f.get("execution_state") == "busy")
+        code = "print('started', flush=True)\nimport time\ntime.sleep(30)"
+        await client.send({"type": "execute_code", "code": code, "id": "long"})
+        await client.until(lambda f: f.get("id") == "long" and f["type"] == "output")  # it runs
         await client.send({"type": "execute_code", "code": "print('after')", "id": "queued"})
         sent = time.monotonic()
         await client.send({"type": "interrupt"})
@@ -23,6 +24,16 @@ async def test_interrupt_ends_the_run_and_keeps_state(server: GatewayServer) -> 
         queued = await client.until(lambda f: f["type"] == "execution_result" and f["id"] == "queued")
         assert queued[-1]["output"] == ["after"]
         assert result_of(await client.run("print(kept)"))["output"] == ["yes"]
+
+
+async def test_an_interrupt_sent_with_its_run_stops_it(server: GatewayServer) -> None:
+    # Before the kernel runs the code, an interrupt is lost; just after it starts, one can
+    # land in ipykernel's own code, which drops its reply. Either way, the run must end.
+    async with connect(server) as client:
+        await client.send({"type": "execute_code", "code": "import time\ntime.sleep(30)", "id": "long"})
+        await client.send({"type": "interrupt"})
+        frames = await client.until(lambda f: f["type"] == "execution_result" and f["id"] == "long", 10)
+        assert frames[-1]["status"] == "interrupted"
 
 
 async def test_restart_loses_state_and_says_so(server: GatewayServer) -> None:
