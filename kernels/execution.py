@@ -35,8 +35,8 @@ async def execute(
     """Yield the events of one execute_request; the last one is always `Finished`.
 
     It ends when both iopub's `status: idle` and the shell `execute_reply` have arrived,
-    when `idle` came and the reply does not, when the kernel dies, or when the time-out's
-    interrupt grace period runs out.
+    when `idle` came and the reply did not follow within `_REPLY_GRACE`, when the kernel
+    dies, or when the time-out's interrupt grace period runs out.
     """
     run = _Execution(kernel, limits)
     async for event in run.events(code, allow_stdin):
