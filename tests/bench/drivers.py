@@ -69,7 +69,9 @@ class RawSession:
         km = AsyncKernelManager(kernel_name="python3")
         await km.start_kernel()
         self = cls(km)
-        self.kc.start_channels()
+        # No heartbeat: the gateway has none either, and stopping the heartbeat thread of a
+        # kernel whose heartbeat never bound (a port-race loser) hung the benchmark.
+        self.kc.start_channels(hb=False)
         # A kernel that lost the TCP port race never reads: jupyter_client's blocking send
         # would then hang the whole benchmark. Fail the start instead.
         for channel in (self.kc.shell_channel, self.kc.stdin_channel, self.kc.control_channel):
