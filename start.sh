@@ -3,10 +3,13 @@
 # ./start.sh test     set up, then run the whole test suite
 # ./start.sh bench    set up, then run the benchmark against its peers
 #
-# Three environments, so that what serves holds nothing it does not need:
+# Four environments, so that what serves holds nothing it does not need:
 #   .venv        requirements.lock: the gateway as it ships (serving, and "ours" in the bench)
 #   .venv-test   tests/requirements.lock: the same pins plus the test tools
 #   .venv-bench  tests/bench/requirements.lock: Jupyter Kernel Gateway and the bench client
+#   the kernel environment, kernel-env/requirements.lock: what notebook code imports
+#     (ipykernel, bash_kernel, numpy, pandas, matplotlib, ...), outside the checkout, at
+#     /opt/icotes/kernel-env as root (else ~/.local/share/icotes/kernel-env)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -50,10 +53,27 @@ ensure_venv() {
   "${UV[@]}" pip sync --quiet --python "$venv/bin/python" --require-hashes "$lock"
   if [ -n "$project" ]; then
     "${UV[@]}" pip install --quiet --python "$venv/bin/python" --no-deps -e .
-    # The Bash kernel ships its kernelspec as a step of its own.
-    "$venv/bin/python" -m bash_kernel.install --sys-prefix >/dev/null
   fi
   echo "$want" >"$venv/.installed"
+}
+
+# ensure_kernel_env PYTHON: the kernel environment where the gateway (run by PYTHON) looks
+# for it; sets KERNEL_ENV to its path. Nothing is installed when the lock did not change.
+ensure_kernel_env() {
+  local lock=kernel-env/requirements.lock want
+  KERNEL_ENV=$("$1" -c 'from kernels.environment import default_path; print(default_path())')
+  want=$(sha256sum "$lock" | cut -d' ' -f1)
+  if [ -x "$KERNEL_ENV/bin/python" ] && [ "$(cat "$KERNEL_ENV/.installed" 2>/dev/null)" = "$want" ]; then return; fi
+  ensure_uv
+  mkdir -p "$(dirname "$KERNEL_ENV")"
+  [ -x "$KERNEL_ENV/bin/python" ] || "${UV[@]}" venv --quiet --python "$PYTHON" "$KERNEL_ENV"
+  log "installing $lock into $KERNEL_ENV"
+  "${UV[@]}" pip sync --quiet --python "$KERNEL_ENV/bin/python" --require-hashes "$lock"
+  # The Bash kernel ships its kernelspec as a step of its own.
+  "$KERNEL_ENV/bin/python" -m bash_kernel.install --sys-prefix >/dev/null
+  # matplotlib's font list, built once here rather than in every kernel's fresh home.
+  MPLCONFIGDIR="$KERNEL_ENV/share/icotes/matplotlib" "$KERNEL_ENV/bin/python" -c 'import matplotlib.font_manager'
+  echo "$want" >"$KERNEL_ENV/.installed"
 }
 
 ensure_debian_packages
@@ -61,17 +81,20 @@ case "${1:-}" in
   test)
     shift
     ensure_venv .venv-test tests/requirements.lock --project
+    ensure_kernel_env .venv-test/bin/python
     exec .venv-test/bin/python -m pytest "$@"
     ;;
   bench)
     shift
     ensure_venv "$VENV" requirements.lock --project
     ensure_venv .venv-bench tests/bench/requirements.lock
-    export GATEWAY_PYTHON="$PWD/$VENV/bin/python"
+    ensure_kernel_env "$VENV/bin/python"
+    export GATEWAY_PYTHON="$PWD/$VENV/bin/python" GATEWAY_KERNEL_ENV="$KERNEL_ENV"
     exec .venv-bench/bin/python -m tests.bench "$@"
     ;;
   *)
     ensure_venv "$VENV" requirements.lock --project
+    ensure_kernel_env "$VENV/bin/python"
     exec "$VENV/bin/python" -m gateway "$@"
     ;;
 esac

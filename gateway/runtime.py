@@ -11,6 +11,7 @@ from collections.abc import Callable
 from kernels.errors import SessionNotFound
 from kernels.execution import ExecutionLimits
 from kernels.kernel import LaunchOptions
+from kernels.kernelspecs import kernelspec_manager
 from kernels.languages import Languages
 from kernels.outputs import warm_output_validation
 from kernels.pool import KernelPool
@@ -44,6 +45,7 @@ def sandbox_config(s: Settings) -> SandboxConfig:
         tmp_bytes=s.tmp_bytes,
         scratch_bytes=s.scratch_bytes,
         network=s.kernel_network,
+        extra_mounts=s.kernel_mounts,
         uid_base=s.kernel_uid_base,
     )
 
@@ -51,7 +53,8 @@ def sandbox_config(s: Settings) -> SandboxConfig:
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.languages = Languages(settings.languages, settings.default_language)
+        specs = kernelspec_manager(settings.kernel_env, settings.kernelspec_dirs)
+        self.languages = Languages(settings.languages, settings.default_language, specs)
         self.sandbox = Sandbox(sandbox_config(settings))
         self.pool = KernelPool(
             self.launch_options,
@@ -66,7 +69,9 @@ class Runtime:
         self._culler: asyncio.Task[None] | None = None
 
     def launch_options(self, spec_name: str) -> LaunchOptions:
-        options = LaunchOptions(startup_timeout=self.settings.kernel_startup_timeout, sandbox=self.sandbox)
+        options = LaunchOptions(
+            startup_timeout=self.settings.kernel_startup_timeout, sandbox=self.sandbox, kernelspecs=self.languages.manager
+        )
         if self.languages.language_of(spec_name) == "python":
             # History in memory: IPython's default SQLite file in $HOME would be shared by
             # every kernel of the same user, so `%history -g` could show others' code.

@@ -5,6 +5,14 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kernels.environment import default_path
+
+
+def _default_kernel_env() -> str | None:
+    """The kernel environment start.sh builds, if it is there."""
+    path = default_path()
+    return str(path) if path.is_dir() else None
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", cli_kebab_case=True)
@@ -27,6 +35,12 @@ class Settings(BaseSettings):
         description="language name -> kernelspec name (JSON object in the environment)",
     )
     default_language: str = Field("python", description="language when a request names none")
+    kernel_env: str | None = Field(
+        default_factory=_default_kernel_env,
+        description="the kernel environment (a venv or conda env): kernels run the kernelspecs in its share/jupyter/kernels; default: the one start.sh builds",
+    )
+    kernelspec_dirs: list[str] = Field(default=[], description="more directories of kernelspecs (Jupyter's layout: one folder per kernel with its kernel.json)")
+    kernel_mounts: list[str] = Field(default=[], description="host paths every confined kernel sees read-only, besides its kernelspec's own environment")
 
     pool_size: int = Field(2, ge=0, description="ready kernels kept per kernelspec")
     pool_max_parallel_starts: int = Field(2, ge=1, description="kernels booting at once, at most")

@@ -61,6 +61,9 @@ class LaunchOptions:
     extra_arguments: list[str] = field(default_factory=list)
     sandbox: Sandbox | None = None
     warm_up_code: str | None = None  # a throw-away cell run before the kernel counts as ready
+    # One for every kernel: each manager would otherwise make its own, which costs a
+    # millisecond of CPU per start. It reads the spec from disk every time.
+    kernelspecs: KernelSpecManager | None = None
 
 
 _KEPT_INFO = ("language_info", "supported_features")
@@ -72,13 +75,6 @@ def _zmq_context() -> zmq.asyncio.Context:
     """One ZMQ context for every kernel: each manager would otherwise make its own, with
     an I/O thread apiece."""
     return zmq.asyncio.Context()
-
-
-@functools.cache
-def _spec_manager() -> KernelSpecManager:
-    """One kernelspec manager for every kernel: each manager would otherwise make its own,
-    which costs a millisecond of CPU per start. It reads the spec from disk every time."""
-    return KernelSpecManager()
 
 
 # The only variables of the gateway's own environment a kernel sees: never its secrets.
@@ -131,7 +127,7 @@ class Kernel:
         # ports and releasing them before the kernel binds, which races under a burst.
         settings = dict(
             context=_zmq_context(),
-            kernel_spec_manager=_spec_manager(),
+            kernel_spec_manager=options.kernelspecs or KernelSpecManager(),
             kernel_name=spec_name,
             transport="ipc",
             ip=str(runtime_dir / "s"),

@@ -10,9 +10,9 @@ from .errors import UnknownLanguage
 class Languages:
     """Maps language names (`python`, `bash`) to installed kernelspec names."""
 
-    def __init__(self, mapping: dict[str, str], default: str = "python") -> None:
-        manager = KernelSpecManager()
-        installed = manager.get_all_specs()
+    def __init__(self, mapping: dict[str, str], default: str = "python", specs: KernelSpecManager | None = None) -> None:
+        self.manager = specs or KernelSpecManager()
+        installed = self.manager.get_all_specs()
         self.specs = {lang: spec for lang, spec in mapping.items() if spec in installed}
         # kernelspec name -> its kernel.json (language, display_name, ...) and resource dir
         self.kernelspecs = {name: installed[name] for name in set(self.specs.values())}

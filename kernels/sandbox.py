@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +31,12 @@ from typing import Any
 
 from jupyter_client import AsyncKernelManager
 
+from . import environment
 from .cgroups import Cgroup, Cgroups
 
 log = logging.getLogger(__name__)
 
 HOME = "/home/kernel"
-KERNEL_ENV = "/opt/kernel-env"  # the gateway's venv, as the kernel sees it
 
 # The few files of /etc that Python and its libraries read.
 _ETC_FILES = (
@@ -75,6 +74,7 @@ class SandboxConfig:
     uid_base: int = 61000  # kernels run as uid_base + n where the gateway is root
     uid_count: int = 4000
     network: bool = False  # True leaves the host network reachable
+    extra_mounts: list[str] = field(default_factory=list)  # host paths every kernel sees, read-only
 
 
 @dataclass
@@ -147,7 +147,7 @@ class Confinement:
         self.uid = uid
         self.cgroup = cgroup
 
-    def wrap(self, cmd: list[str]) -> list[str]:
+    def wrap(self, cmd: list[str], resource_dir: str | None = None) -> list[str]:
         probe, config = self.sandbox.probe, self.sandbox.config
         chain: list[str] = []
         if probe.setpriv:
@@ -169,8 +169,9 @@ class Confinement:
                 "--",
             ]
         if probe.bwrap:
-            chain += self._bwrap(probe.bwrap)
-            cmd = [_inside(cmd[0]), *cmd[1:]]
+            # A spec whose arguments name its own folder (a launcher script) needs it too.
+            needs = [resource_dir] if resource_dir and any(resource_dir in a for a in cmd[1:]) else []
+            chain += self._bwrap(probe.bwrap, environment.resolve_program(cmd[0]), needs)
         if self.uid is not None:
             chain += [
                 probe.setpriv, f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
@@ -178,7 +179,7 @@ class Confinement:
             ]
         return chain + cmd
 
-    def _bwrap(self, bwrap: str) -> list[str]:
+    def _bwrap(self, bwrap: str, program: str, needs: list[str]) -> list[str]:
         """bwrap's arguments up to the command: what the kernel sees of the machine."""
         config = self.sandbox.config
         args = [bwrap, *_namespaces(self.sandbox.probe.root)]
@@ -191,28 +192,31 @@ class Confinement:
             # Mounted by bwrap as root: open to the kernel's uid, the only user inside.
             "--perms", "1777", "--size", str(config.tmp_bytes), "--tmpfs", "/tmp",
             "--perms", "1777", "--size", str(config.scratch_bytes), "--tmpfs", HOME,
+            # bwrap would make /etc root-only, hiding the files below from the kernel's uid.
+            "--perms", "0755", "--dir", "/etc",
         ]
         if config.network:
             args.append("--share-net")
-        for path in _ETC_FILES:
+        for path in _ETC_FILES + (("/etc/resolv.conf",) if config.network else ()):
             args += ["--ro-bind-try", path, path]
-        # The interpreter and its environment, where they are outside /usr (e.g. under /root).
-        for prefix in _python_prefixes():
-            args += [*_traversable_parents(prefix), "--ro-bind", prefix, prefix]
-        if _in_venv():
-            args += [*_traversable_parents(KERNEL_ENV), "--ro-bind", sys.prefix, KERNEL_ENV]
+        # The kernelspec's program and its environment (e.g. a venv and the interpreter it
+        # links to under /root), and what the operator adds, read-only where they are.
+        for path in [*environment.mounts_for(program), *needs, *config.extra_mounts]:
+            args += [*_traversable_parents(path), "--ro-bind", path, path]
+        args += _font_cache(program)
         args += [
             *_traversable_parents(str(self.runtime_dir)),
             "--bind", str(self.runtime_dir), str(self.runtime_dir),
             "--chdir", HOME,
             "--setenv", "HOME", HOME,
-            "--setenv", "PATH", f"{os.path.dirname(_inside(sys.executable))}:/usr/local/bin:/usr/bin:/bin",
+            "--setenv", "PATH", f"{os.path.dirname(program)}:/usr/local/bin:/usr/bin:/bin",
             "--setenv", "USER", "kernel",
             "--setenv", "LOGNAME", "kernel",
             "--setenv", "TMPDIR", "/tmp",
             # The kernel's parent is bwrap's init (pid 1) in its own PID namespace; pid 1
             # turns ipykernel's parent poller off instead of making it quit at once.
             "--setenv", "JPY_PARENT_PID", "1",
+            *_pip_settings(config.network),
             "--",
         ]
         return args
@@ -246,7 +250,8 @@ class SandboxedKernelManager(AsyncKernelManager):
             self.kernel_spec.interrupt_mode = "message"
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-        return self.confinement.wrap(super().format_kernel_cmd(extra_arguments))
+        cmd = super().format_kernel_cmd(extra_arguments)
+        return self.confinement.wrap(cmd, self.kernel_spec.resource_dir)
 
 
 def _traversable_parents(path: str) -> list[str]:
@@ -266,25 +271,31 @@ def _namespaces(root: bool) -> list[str]:
     return ["--unshare-all", "--unshare-user", "--disable-userns"]
 
 
-def _in_venv() -> bool:
-    return sys.prefix != sys.base_prefix
+def _font_cache(program: str) -> list[str]:
+    """Links from the kernel's matplotlib cache to its environment's prebuilt font list:
+    each kernel starts in an empty home and would otherwise build its own (a second or
+    more), and matplotlib wants its cache folder writable, so the folder is the kernel's."""
+    caches = environment.font_caches(program)
+    if not caches:
+        return []
+    folder = f"{HOME}/.cache/matplotlib"
+    args = ["--perms", "0777", "--dir", f"{HOME}/.cache", "--perms", "0777", "--dir", folder]
+    for cache in caches:
+        args += ["--symlink", str(cache), f"{folder}/{cache.name}"]
+    return args
 
 
-def _inside(path: str) -> str:
-    """Where a path of the kernel environment appears inside the sandbox."""
-    if _in_venv() and path.startswith(sys.prefix + os.sep):
-        return KERNEL_ENV + path[len(sys.prefix):]
-    return path
-
-
-def _python_prefixes() -> list[str]:
-    """The base interpreter, where it lives outside /usr (the venv's python links to it).
-
-    The venv itself is mounted at KERNEL_ENV rather than where it lies, which is inside
-    the gateway's checkout: the kernel must not even see that directory's name.
-    """
-    prefix = os.path.realpath(sys.base_prefix)
-    return [] if prefix == "/usr" or prefix.startswith("/usr/") else [prefix]
+def _pip_settings(network: bool) -> list[str]:
+    """`%pip install` with no network fails at once (pip would retry for a minute), saying
+    it could not resolve the index's name (pip says so only when it retries, and its first
+    retry is immediate); with a network, it installs into the kernel's home, since its
+    environment is read-only."""
+    env = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+    if network:
+        env.update(PIP_TARGET=f"{HOME}/.local/pip", PYTHONPATH=f"{HOME}/.local/pip")
+    else:
+        env.update(PIP_RETRIES="1", PIP_TIMEOUT="3")
+    return [arg for key, value in env.items() for arg in ("--setenv", key, value)]
 
 
 def _probe(config: SandboxConfig) -> _Probe:

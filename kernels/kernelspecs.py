@@ -1,0 +1,47 @@
+"""The kernelspecs the gateway runs: the kernel environment's, then the configured ones."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+
+# The names jupyter_client replaces with the gateway's own interpreter.
+_BARE_PYTHON = {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2]}
+
+
+def kernelspec_manager(kernel_env: str | None, kernelspec_dirs: list[str]) -> KernelSpecManager:
+    """Kernelspecs of `kernel_env` (its share/jupyter/kernels) and of `kernelspec_dirs`, in
+    that order; with neither, Jupyter's usual search path."""
+    dirs = [str(Path(kernel_env) / "share" / "jupyter" / "kernels")] if kernel_env else []
+    dirs += kernelspec_dirs
+    if not dirs:
+        return EnvironmentKernelSpecs()
+    return EnvironmentKernelSpecs(kernel_dirs=dirs, ensure_native_kernel=False)
+
+
+class EnvironmentKernelSpecs(KernelSpecManager):
+    """A kernelspec installed in an environment runs that environment's interpreter.
+
+    ipykernel ships its kernelspec with a bare `python` as the program, which jupyter_client
+    would replace with the interpreter of the process that launches it: here, the gateway,
+    whose venv holds no kernel. A spec at `<prefix>/share/jupyter/kernels/<name>` runs
+    `<prefix>/bin/python` instead.
+    """
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        spec = super().get_kernel_spec(kernel_name)
+        python = _environment_python(Path(spec.resource_dir))
+        if spec.argv and spec.argv[0] in _BARE_PYTHON and python is not None:
+            spec.argv = [str(python), *spec.argv[1:]]
+        return spec
+
+
+def _environment_python(resource_dir: Path) -> Path | None:
+    """`<prefix>/bin/python` for a spec at `<prefix>/share/jupyter/kernels/<name>`."""
+    parents = resource_dir.parents
+    if len(parents) < 4 or [p.name for p in parents[:3]] != ["kernels", "jupyter", "share"]:
+        return None
+    python = parents[3] / "bin" / "python"
+    return python if python.exists() else None
