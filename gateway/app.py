@@ -7,10 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, jupyter, rest, sessions, ws
+from . import __version__, jupyter, jupyter_sessions, rest, sessions, ws
 from .access import AccessMiddleware
-from .errors import HANDLED, http_error
+from .errors import HANDLED, http_error, http_exception
+from .json_bodies import JSONBodies
 from .runtime import Runtime
 from .settings import Settings
 
@@ -22,6 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings)
         app.state.runtime = runtime
+        app.state.notebook_sessions = jupyter_sessions.NotebookSessions()
         runtime.start()
         try:
             yield
@@ -29,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await runtime.stop()
 
     app = FastAPI(title="icotes execution gateway", version=__version__, lifespan=lifespan)
+    app.add_middleware(JSONBodies)
     # Nothing runs, no kernel starts, before the token and the origin are checked...
     app.add_middleware(AccessMiddleware, settings=settings)
     # ...and CORS wraps it, so a browser can read a 401 too.
@@ -42,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(ws.router)
     app.include_router(jupyter.router)
+    app.include_router(jupyter_sessions.router)
     for kind in HANDLED:
         app.add_exception_handler(kind, http_error)
+    app.add_exception_handler(StarletteHTTPException, http_exception)
     return app

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
+from typing import Any
+
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kernels.errors import (
     CapacityExceeded,
     KernelBusyTimeout,
     KernelDied,
     KernelStartFailed,
+    NoKernelForLanguage,
     SessionClosed,
     SessionNotFound,
     UnknownLanguage,
@@ -34,6 +39,7 @@ _STATUS: dict[type[Exception], tuple[int, int]] = {
     CodeTooLarge: (413, WS_BAD_REQUEST),
     SessionNotFound: (404, WS_NO_SESSION),
     SessionClosed: (409, WS_NO_SESSION),
+    NoKernelForLanguage: (409, WS_BAD_REQUEST),
     KernelDied: (409, WS_TRY_AGAIN_LATER),
     CapacityExceeded: (503, WS_TRY_AGAIN_LATER),
     KernelStartFailed: (503, WS_TRY_AGAIN_LATER),
@@ -56,4 +62,18 @@ def close_code(exc: Exception) -> int:
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     status = _codes(exc)[0]
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+    return JSONResponse(error_body(request, status, str(exc)), status_code=status, headers=headers)
+
+
+async def http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's own answer, with the Jupyter fields where Jupyter clients ask."""
+    return JSONResponse(error_body(request, exc.status_code, exc.detail), status_code=exc.status_code, headers=exc.headers)
+
+
+def error_body(request: Request, status: int, detail: Any) -> dict[str, Any]:
+    """`detail`, and under /api also `message` and `reason`: what jupyter_server's gateway
+    client shows its user (it would say only that the gateway failed)."""
+    body: dict[str, Any] = {"detail": detail}
+    if request.url.path.startswith("/api/") and isinstance(detail, str):
+        body.update(message=detail, reason=HTTPStatus(status).phrase)
+    return body

@@ -59,6 +59,8 @@ def notice_frame(notice: SessionNotice) -> Frame:
         frame["message"] = notice.message
     if notice.state_lost:
         frame["state_lost"] = True
+    if notice.language:
+        frame["language"] = notice.language
     return frame
 
 
@@ -74,6 +76,13 @@ async def execution_frames(
             return
         collector.apply(event)
         yield event_frame(event, ids)
+
+
+def refused_result(reason: str, ids: dict[str, str]) -> Frame:
+    """The result of an execution that never ran: bad input, no kernel to run it on."""
+    return ExecutionResult(
+        **ids, status="error", output=[], errors=[f"Error: {reason}"], execution_time=0.0, outputs=[], reason=reason
+    ).frame()
 
 
 def result(

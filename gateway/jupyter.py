@@ -15,9 +15,9 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from kernels.errors import KernelError
+from kernels.errors import KernelError, SessionNotFound
 from kernels.session import Session
 
 from . import __version__, jupyter_wire
@@ -36,8 +36,10 @@ _MAX_ENV_VALUE = 4096
 
 
 class StartKernel(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # `path` and the like: Jupyter's, not ours
     name: str | None = Field(None, description="kernelspec name; the default when absent")
     env: dict[str, str] = Field(default={}, description="KERNEL_* variables and allow-listed ones reach the kernel")
+    kernel_id: str | None = Field(None, description="one of the caller's kernels: it is returned rather than a new one started")
 
 
 def _runtime(request: Request | WebSocket) -> Runtime:
@@ -128,16 +130,28 @@ async def list_kernels(request: Request) -> list[dict[str, Any]]:
 
 @router.post("/api/kernels", status_code=201)
 async def start_kernel(request: Request, body: StartKernel | None = None) -> JSONResponse:
-    rt = _runtime(request)
     body = body or StartKernel()
-    spec_name = body.name or rt.languages.spec_for(None)
-    if spec_name not in rt.languages.kernelspecs:
-        raise HTTPException(404, f"no kernelspec {spec_name!r}; available: {', '.join(sorted(rt.languages.kernelspecs))}")
-    env = _kernel_env(rt, body.env)
-    own_env = {k: v for k, v in env.items() if k not in _HOUSEKEEPING_ENV}
-    channel = await rt.open_session(None, principal_of(request), spec_name=spec_name, env=own_env or None)
+    channel = None
+    if body.kernel_id is not None:  # Jupyter returns the kernel the id names, if it exists
+        try:
+            channel = _session(request, body.kernel_id)
+        except SessionNotFound:
+            pass  # a fresh id instead: ids are ours to choose, and secret
+    if channel is None:
+        channel = await start_kernel_session(request, body.name, body.env)
     model = kernel_model(channel.session)
     return JSONResponse(model, status_code=201, headers={"Location": f"/api/kernels/{model['id']}"})
+
+
+async def start_kernel_session(request: Request, name: str | None, env: dict[str, str]) -> SessionChannel:
+    """A session on a kernel of kernelspec `name` (the default when None), for the caller."""
+    rt = _runtime(request)
+    spec_name = name or rt.languages.spec_for(None)
+    if spec_name not in rt.languages.kernelspecs:
+        raise HTTPException(404, f"no kernelspec {spec_name!r}; available: {', '.join(sorted(rt.languages.kernelspecs))}")
+    kept = _kernel_env(rt, env)
+    own_env = {k: v for k, v in kept.items() if k not in _HOUSEKEEPING_ENV}
+    return await rt.open_session(None, principal_of(request), spec_name=spec_name, env=own_env or None)
 
 
 @router.get("/api/kernels/{kernel_id}")

@@ -56,12 +56,14 @@ def _pack(fmt: str, width: int, parts: list[bytes], count_first: bool = False) -
 
 
 def decode(data: str | bytes, v1: bool) -> tuple[str, dict[str, Any]]:
-    """The channel and the message (with `buffers`) of one client frame."""
+    """The channel and the message (with `buffers`) of one client frame. A message that
+    names no channel is a shell message, as Jupyter Server takes it: jupyter_server's own
+    gateway client (nbconvert, papermill) sends them so."""
     try:
         if isinstance(data, str):
             msg = json.loads(data)
             msg.setdefault("buffers", [])
-            return msg.pop("channel"), msg
+            return msg.pop("channel", None) or "shell", msg
         if v1:
             return _decode_v1(data)
         return _decode_legacy(data)
@@ -85,4 +87,4 @@ def _decode_legacy(data: bytes) -> tuple[str, dict[str, Any]]:
     parts = [data[offsets[i]:offsets[i + 1]] for i in range(n)]
     msg = json.loads(parts[0])
     msg["buffers"] = parts[1:]
-    return msg.pop("channel"), msg
+    return msg.pop("channel", None) or "shell", msg

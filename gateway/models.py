@@ -27,6 +27,7 @@ class SessionExecuteRequest(_Message):
     """Body of `POST /sessions/{id}/execute`."""
 
     code: str
+    language: str | None = Field(None, description="run on the session's kernel of this language (started on first use); the session's own when absent")
     timeout: float | None = Field(None, gt=0)
     id: str | None = None
     stream: bool = False
@@ -36,10 +37,17 @@ class CreateSession(_Message):
     language: str | None = Field(None, description="language; the default when absent")
 
 
+class KernelInfo(BaseModel):
+    language: str
+    kernel: str = Field(description="kernelspec name")
+    language_version: str | None = None
+
+
 class SessionInfo(BaseModel):
     id: str
-    language: str
+    language: str = Field(description="the language the session was made with")
     kernel: str
+    kernels: list[KernelInfo] = Field(description="every kernel of the session, one per language it has used")
     created: str
     last_activity: str
     execution_state: str
@@ -54,6 +62,12 @@ class ExecuteCode(_Message):
     timeout: float | None = Field(None, gt=0)
     id: str | None = None
     execution_id: str | None = None
+
+
+class Restart(_Message):
+    """Client message `restart`: every kernel of the session, or the one of `language`."""
+
+    language: str | None = None
 
 
 class Ack(_Message):
@@ -71,6 +85,7 @@ class CodeAtCursor(_Message):
 
     code: str
     cursor_pos: int | None = Field(None, ge=0, description="defaults to the end of code")
+    language: str | None = Field(None, description="ask the session's kernel of this language")
     detail_level: int = Field(0, ge=0, le=1)
 
 

@@ -11,7 +11,7 @@ from kernels.session import Session
 
 from .access import principal_of
 from .frames import execution_frames, request_ids
-from .models import CreateSession, ExecuteRequest, ExecutionResult, SessionExecuteRequest, SessionInfo
+from .models import CreateSession, ExecuteRequest, ExecutionResult, KernelInfo, SessionExecuteRequest, SessionInfo
 from .runtime import Runtime
 from .streaming import respond, wants_stream
 
@@ -27,6 +27,7 @@ def session_info(session: Session) -> SessionInfo:
         id=session.id,
         language=session.language,
         kernel=session.spec_name,
+        kernels=[KernelInfo(**k) for k in session.kernel_list()],
         created=_iso(session.created),
         last_activity=_iso(session.last_activity),
         execution_state=session.state.value,
@@ -87,9 +88,10 @@ async def interrupt_session(session_id: str, request: Request) -> SessionInfo:
 
 
 @router.post("/{session_id}/restart", response_model=SessionInfo)
-async def restart_session(session_id: str, request: Request) -> SessionInfo:
+async def restart_session(session_id: str, request: Request, language: str | None = None) -> SessionInfo:
+    """Restart every kernel of the session, or the one of `?language=`; state is lost."""
     session = _session(request, session_id)
-    await session.restart()
+    await session.restart(_runtime(request).languages.spec_for(language) if language else None)
     return session_info(session)
 
 
@@ -100,7 +102,8 @@ async def run_in_session(
     session = _session(request, session_id)
     rt.check_code(body.code)
     limits = rt.limits(body.timeout)
+    spec_name = rt.languages.spec_for(body.language) if body.language else None
     started = time.monotonic()
     # No stdin over plain HTTP: nobody could answer an input() prompt.
-    run = session.submit(body.code, limits, allow_stdin=False)
+    run = session.submit(body.code, limits, allow_stdin=False, spec_name=spec_name)
     return await respond(execution_frames(run, request_ids(body.id, None), started), stream)

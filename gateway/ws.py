@@ -17,8 +17,8 @@ from kernels.errors import KernelError
 from .access import principal_of
 from .channel import Replay, SessionChannel
 from .errors import close_code
-from .frames import Frame, execution_frames, request_ids
-from .models import Ack, CodeAtCursor, ExecuteCode, InputReply
+from .frames import Frame, execution_frames, refused_result, request_ids
+from .models import Ack, CodeAtCursor, ExecuteCode, InputReply, Restart
 from .runtime import CodeTooLarge, Runtime, TimeoutTooLarge
 
 log = logging.getLogger("gateway")
@@ -98,49 +98,45 @@ class Connection:
             if text is None:
                 await self.error("binary frames are not supported; send JSON text frames")
             elif len(text) > limit:
-                await self.error(f"message of {len(text)} bytes is above max_message_bytes ({limit})")
+                await self.refuse(_parse(text), f"message of {len(text)} bytes is above max_message_bytes ({limit})")
             else:
                 await self.dispatch(text)
 
     async def dispatch(self, text: str) -> None:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            await self.error(f"malformed JSON: {exc}")
+        data = _parse(text)
+        if isinstance(data, str):
+            await self.error(data)
             return
-        if not isinstance(data, dict):
-            await self.error("a message must be a JSON object with a 'type'")
-            return
-        ids = request_ids(_str_or_none(data.get("id")), _str_or_none(data.get("execution_id")))
         kind = data.get("type")
         handler = HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
             known = ", ".join(sorted(HANDLERS))
-            await self.error(f"unknown message type {kind!r}; known types: {known}", ids)
+            await self.refuse(data, f"unknown message type {kind!r}; known types: {known}")
             return
         try:
-            await handler(self, data, ids)
-        except ValidationError as exc:
-            await self.error(f"invalid {kind!r} message: {_describe(exc)}", ids)
-        except (KernelError, TimeoutTooLarge, CodeTooLarge) as exc:
-            await self.error(str(exc), ids)
+            await handler(self, data, _ids(data))
+        except (ValidationError, KernelError, TimeoutTooLarge, CodeTooLarge) as exc:
+            reason = f"invalid {kind!r} message: {_describe(exc)}" if isinstance(exc, ValidationError) else str(exc)
+            await self.refuse(data, reason)
+
+    async def refuse(self, data: dict[str, Any] | str, reason: str) -> None:
+        """Say why a message was refused. An execute_code that will not run still gets its
+        one execution_result (after those sent before it), besides the error frame."""
+        if isinstance(data, str):  # not even a JSON object: nothing to answer about
+            await self.error(reason)
+            return
+        ids = _ids(data)
+        await self.error(reason, ids)
+        if HANDLERS.get(data.get("type")) is Connection.on_execute:  # type: ignore[arg-type]
+            self.channel.publish_all(_one(refused_result(reason, ids)))
 
     async def on_execute(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         msg = ExecuteCode.model_validate(data)
-        if msg.language is not None:
-            spec_name = self.runtime.languages.spec_for(msg.language)
-            if spec_name != self.session.spec_name:
-                if self.session.runs:
-                    await self.error(
-                        f"this session runs {self.session.language}; open a socket with "
-                        f"?language={msg.language} to run {msg.language}",
-                        ids,
-                    )
-                    return
-                await self.session.switch_language(msg.language, spec_name)
+        # No language: the session's own (the one it was made with).
+        spec_name = self.runtime.languages.spec_for(msg.language) if msg.language else None
         self.runtime.check_code(msg.code)
         limits = self.runtime.limits(msg.timeout)
-        request = self.session.submit(msg.code, limits, allow_stdin=True)
+        request = self.session.submit(msg.code, limits, allow_stdin=True, spec_name=spec_name)
         # The channel owns the stream: output produced while no socket is attached is logged.
         self.channel.publish_all(self._frames(request, ids, time.monotonic()))
 
@@ -165,9 +161,11 @@ class Connection:
         await self.session.interrupt()
 
     async def on_restart(self, data: dict[str, Any], ids: dict[str, str]) -> None:
+        language = Restart.model_validate(data).language
+        spec_name = self.runtime.languages.spec_for(language) if language else None
         # In the background: frames about the cancelled requests and the restart
         # notices must keep flowing while the new kernel is fetched.
-        self.channel.spawn(self._guard(self.session.restart(), ids))
+        self.channel.spawn(self._guard(self.session.restart(spec_name), ids))
 
     async def on_input_reply(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         self.session.reply_input(InputReply.model_validate(data).value)
@@ -178,7 +176,8 @@ class Connection:
 
     async def _complete(self, msg: CodeAtCursor, ids: dict[str, str]) -> None:
         cursor = len(msg.code) if msg.cursor_pos is None else msg.cursor_pos
-        reply = await self.session.complete(msg.code, cursor, self.runtime.settings.request_timeout)
+        spec_name = self.runtime.languages.spec_for(msg.language) if msg.language else None
+        reply = await self.session.complete(msg.code, cursor, self.runtime.settings.request_timeout, spec_name)
         await self.channel.publish({
             "type": "completion",
             **ids,
@@ -195,7 +194,8 @@ class Connection:
     async def _inspect(self, msg: CodeAtCursor, ids: dict[str, str]) -> None:
         cursor = len(msg.code) if msg.cursor_pos is None else msg.cursor_pos
         timeout = self.runtime.settings.request_timeout
-        reply = await self.session.inspect(msg.code, cursor, msg.detail_level, timeout)
+        spec_name = self.runtime.languages.spec_for(msg.language) if msg.language else None
+        reply = await self.session.inspect(msg.code, cursor, msg.detail_level, timeout, spec_name)
         await self.channel.publish({
             "type": "inspection",
             **ids,
@@ -243,6 +243,27 @@ HANDLERS: dict[str, Handler] = {
     "inspect": Connection.on_inspect,
     "close_session": Connection.on_close_session,
 }
+
+
+async def _one(frame: Frame) -> AsyncIterator[Frame]:
+    yield frame
+
+
+def _parse(text: str) -> dict[str, Any] | str:
+    """The message as a JSON object, or what is wrong with it."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"malformed JSON: {exc}"
+    except RecursionError:  # brackets nested past the interpreter's stack
+        return "malformed JSON: nested too deeply"
+    if not isinstance(data, dict):
+        return "a message must be a JSON object with a 'type'"
+    return data
+
+
+def _ids(data: dict[str, Any]) -> dict[str, str]:
+    return request_ids(_str_or_none(data.get("id")), _str_or_none(data.get("execution_id")))
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -309,13 +330,14 @@ async def _refuse(ws: WebSocket, exc: Exception) -> None:
 
 def _session_frame(channel: SessionChannel, resumed: bool, replay: Replay) -> Frame:
     session = channel.session
-    info = session.kernel.info.get("language_info") or {}
+    kernels = session.kernel_list()
     frame: Frame = {
         "type": "session",
         "session_id": session.id,
         "kernel": session.spec_name,
         "language": session.language,
-        "language_version": info.get("version"),
+        "language_version": kernels[0]["language_version"] if kernels else None,
+        "kernels": kernels,
         "execution_state": session.state.value,
         "resumed": resumed,
         "last_seq": channel.seq,  # the seq of the newest frame so far

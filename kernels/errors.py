@@ -36,5 +36,9 @@ class SessionClosed(KernelError):
     """The session was closed; it takes no more requests."""
 
 
+class NoKernelForLanguage(KernelError):
+    """The session has no kernel of that language (it has never run code in it)."""
+
+
 class CapacityExceeded(KernelError):
     """The session or kernel limit is reached (pending starts included): try again later."""

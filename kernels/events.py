@@ -69,9 +69,11 @@ class SessionNotice:
     """Something about the session as a whole rather than one request.
 
     `state` is the session's new execution state (restarting, idle, dead); `message` says
-    why, e.g. that the kernel was restarted and every variable is gone.
+    why, e.g. that the kernel was restarted and every variable is gone; `language` names
+    the kernel it concerns, when it concerns one of the session's kernels.
     """
 
     state: str
     message: str | None = None
     state_lost: bool = False
+    language: str | None = None

@@ -1,4 +1,5 @@
-"""A session: one kernel that keeps its state between requests, run one request at a time."""
+"""A session: kernels that keep their state between requests (one per language it has used),
+running its requests one at a time, in the order they were sent."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .errors import KernelDied, SessionClosed
+from .errors import KernelDied, KernelError, NoKernelForLanguage, SessionClosed
 from .events import Event, ExecutionStatus, Finished, Output, SessionNotice, Status
 from .execution import ExecutionLimits, execute
 from .kernel import Kernel
+from .languages import Languages
 from .pool import KernelPool
+from .session_kernels import SessionKernels, Tap
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +40,13 @@ class SessionState(str, enum.Enum):
 class Request:
     """One queued or running execution; iterate it for its events, `Finished` last."""
 
-    def __init__(self, code: str, limits: ExecutionLimits, allow_stdin: bool) -> None:
+    def __init__(self, code: str, limits: ExecutionLimits, allow_stdin: bool, spec_name: str) -> None:
         self.code = code
         self.limits = limits
         self.allow_stdin = allow_stdin
+        self.spec_name = spec_name
+        self.kernel: Kernel | None = None  # the kernel it runs on, once it has begun
+        self.started = asyncio.Event()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self.finished: Finished | None = None
         self.done = asyncio.Event()
@@ -61,6 +67,10 @@ class Request:
     def cancel(self, reason: str) -> None:
         self.put(Finished(ExecutionStatus.CANCELLED, None, reason))
 
+    def refuse(self, reason: str) -> None:
+        """End it before it ran: it gets its result all the same, saying why."""
+        self.put(Finished(ExecutionStatus.ERROR, None, reason))
+
     async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
             event = await self._events.get()
@@ -74,27 +84,65 @@ Listener = Callable[[SessionNotice], None]
 
 class Session:
     def __init__(
-        self, session_id: str, language: str, spec_name: str, kernel: Kernel, pool: KernelPool
+        self,
+        session_id: str,
+        spec_name: str,
+        kernel: Kernel,
+        pool: KernelPool,
+        languages: Languages,
+        language_chosen: bool = True,
     ) -> None:
         self.id = session_id
-        self.language = language
-        self.spec_name = spec_name
-        self.kernel = kernel
-        self._pool = pool
+        self.languages = languages
+        self.kernels = SessionKernels(pool, spec_name, kernel, self._wake)
+        # A session made without a language (a bare /ws) takes the language of its first
+        # request instead of keeping a kernel it never used.
+        self._language_chosen = language_chosen
         self.created = time.time()
         self.last_activity = self.created
         self.connections = 0  # clients attached to it now
         self.runs = 0  # requests submitted so far
-        self._taps: list[Callable[[dict[str, Any]], None]] = []
         self._state = SessionState.IDLE
         self._queue: deque[Request] = deque()
         self._wakeup = asyncio.Event()
         self._current: Request | None = None
+        self._running: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
         self._stop_reason = "cancelled"
         self._interrupting: asyncio.Task[None] | None = None
-        kernel.on_death.append(self._wakeup.set)
         self._worker = asyncio.create_task(self._work())
+
+    # -- what it is ----------------------------------------------------------------------
+
+    @property
+    def spec_name(self) -> str:
+        """The primary kernelspec: the one the session was made with."""
+        return self.kernels.primary
+
+    @property
+    def language(self) -> str:
+        return self.languages.language_of(self.spec_name)
+
+    @property
+    def kernel(self) -> Kernel:
+        """The primary kernel (what the Jupyter API passes through to)."""
+        kernel = self.kernels.main
+        if kernel is None:
+            raise KernelDied(f"the session's {self.language} kernel is being replaced")
+        return kernel
+
+    def kernel_list(self) -> list[dict[str, Any]]:
+        """Each kernel of the session: its language, kernelspec and language version."""
+        listed = []
+        for spec_name in self.kernels.specs():
+            kernel = self.kernels.get(spec_name)
+            info = kernel.info.get("language_info") or {} if kernel is not None else {}
+            listed.append({
+                "language": self.languages.language_of(spec_name),
+                "kernel": spec_name,
+                "language_version": info.get("version"),
+            })
+        return listed
 
     # -- state -------------------------------------------------------------------------
 
@@ -102,48 +150,43 @@ class Session:
     def state(self) -> SessionState:
         return self._state
 
-    def _set_state(self, state: SessionState, message: str | None = None, lost: bool = False) -> None:
+    def _set_state(
+        self, state: SessionState, message: str | None = None, lost: bool = False, spec_name: str | None = None
+    ) -> None:
         self._state = state
-        notice = SessionNotice(state.value, message, lost)
+        language = self.languages.language_of(spec_name) if spec_name else None
+        notice = SessionNotice(state.value, message, lost, language)
         for listener in list(self._listeners):
             listener(notice)
+
+    def _settle(self, message: str | None = None, lost: bool = False, spec_name: str | None = None) -> None:
+        self._set_state(SessionState.BUSY if self._current else SessionState.IDLE, message, lost, spec_name)
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` with every session notice; returns the function that stops it."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
-    def tap(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
-        """Call `fn` with every message of the session's kernel, this one and the ones that
-        replace it; returns the function that stops it."""
-        self._taps.append(fn)
-        self.kernel.taps.append(fn)
-
-        def stop() -> None:
-            for taps in (self._taps, self.kernel.taps):
-                if fn in taps:
-                    taps.remove(fn)
-
-        return stop
-
-    def _swap_kernel(self, new: Kernel) -> Kernel:
-        old, self.kernel = self.kernel, new
-        old.taps.clear()
-        old.on_death.clear()
-        new.taps.extend(self._taps)
-        new.on_death.append(self._wakeup.set)
-        return old
+    def tap(self, fn: Tap) -> Callable[[], None]:
+        """Call `fn` with every message of the primary kernel and those that replace it."""
+        return self.kernels.tap(fn)
 
     def touch(self) -> None:
         self.last_activity = time.time()
 
+    def _wake(self) -> None:
+        self._wakeup.set()
+
     # -- requests ----------------------------------------------------------------------
 
-    def submit(self, code: str, limits: ExecutionLimits, allow_stdin: bool = False) -> Request:
-        """Queue code to run after every request submitted before it."""
+    def submit(
+        self, code: str, limits: ExecutionLimits, allow_stdin: bool = False, spec_name: str | None = None
+    ) -> Request:
+        """Queue code to run, on the kernel of `spec_name` (the primary one by default),
+        after every request submitted before it."""
         if self._state is SessionState.CLOSED:
             raise SessionClosed(f"session {self.id} is closed")
-        request = Request(code, limits, allow_stdin)
+        request = Request(code, limits, allow_stdin, spec_name or self.spec_name)
         self.runs += 1
         self._queue.append(request)
         self._wakeup.set()
@@ -152,26 +195,52 @@ class Session:
 
     async def _work(self) -> None:
         while True:
-            while not self._queue and not self.kernel.is_dead:
+            while not self._queue and not self.kernels.dead():
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            if self.kernel.is_dead:  # died between requests: replace it before the next
-                reason = self.kernel.exit_reason or "unknown cause"
-                await self._replace_kernel(f"the kernel died ({reason}); a new kernel was started and all state was lost")
+            for spec_name in self.kernels.dead():  # died between requests: replace before the next
+                kernel = self.kernels.get(spec_name)
+                reason = kernel.exit_reason if kernel is not None else None
+                await self._replace(spec_name, f"the {self.languages.language_of(spec_name)} kernel died ({reason or 'unknown cause'})")
+            if not self._queue:
                 continue
             request = self._queue.popleft()
             if request.finished is not None:  # cancelled while it waited
                 continue
-            await self._run(request)
+            kernel = await self._kernel_for(request)
+            if kernel is None:
+                continue
+            self._running = asyncio.create_task(self._run(request, kernel))
+            try:
+                await asyncio.wait({self._running})
+            except asyncio.CancelledError:  # the session is closing: the run goes too
+                self._running.cancel()
+                await asyncio.gather(self._running, return_exceptions=True)
+                raise
+            finally:
+                self._running = None
 
-    async def _run(self, request: Request) -> None:
+    async def _kernel_for(self, request: Request) -> Kernel | None:
+        """The kernel the request runs on, from the pool on first use; None if there is
+        none to be had, in which case the request has its result already."""
+        try:
+            if not self._language_chosen and request.spec_name != self.spec_name:
+                await self.kernels.move_primary(request.spec_name)
+            self._language_chosen = True
+            return await self.kernels.get_or_start(request.spec_name)
+        except KernelError as exc:
+            language = self.languages.language_of(request.spec_name)
+            request.refuse(f"no {language} kernel could be had for this session: {exc}")
+            return None
+
+    async def _run(self, request: Request, kernel: Kernel) -> None:
         self._current = request
+        request.kernel = kernel
+        request.started.set()
         self._set_state(SessionState.BUSY)
         lost: str | None = None
         try:
-            async for event in execute(
-                self.kernel, request.code, request.limits, allow_stdin=request.allow_stdin
-            ):
+            async for event in execute(kernel, request.code, request.limits, allow_stdin=request.allow_stdin):
                 if isinstance(event, Finished) and event.kernel_lost:
                     lost = event.reason
                 request.put(event)
@@ -186,9 +255,9 @@ class Session:
             self._current = None
             self.touch()
         if lost is not None:
-            await self._replace_kernel(f"{lost}; a new kernel was started and all state was lost")
+            await self._replace(request.spec_name, lost)
         else:
-            self._set_state(SessionState.IDLE)
+            self._settle()
 
     # -- control -----------------------------------------------------------------------
 
@@ -211,12 +280,12 @@ class Session:
         while the run shows no sign of ending. Never while it is ending: a second interrupt
         that lands while the kernel still handles the first also makes it drop the reply.
         """
-        kernel = self.kernel
         try:
-            if not await self._code_started(kernel, request):
+            kernel = await self._code_started(request)
+            if kernel is None:
                 return
             for wait in _INTERRUPT_WAITS_S:
-                if self._current is not request or self.kernel is not kernel or request.ending:
+                if self._current is not request or request.ending:
                     return
                 await kernel.interrupt()
                 try:
@@ -227,73 +296,102 @@ class Session:
         finally:
             self._interrupting = None
 
-    async def _code_started(self, kernel: Kernel, request: Request) -> bool:
-        """Wait (bounded) until the kernel runs the request's code; False if it ended first."""
-        waits = {asyncio.ensure_future(kernel.running_code.wait()), asyncio.ensure_future(request.done.wait())}
-        try:
-            await asyncio.wait(waits, timeout=_CODE_START_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
+    async def _code_started(self, request: Request) -> Kernel | None:
+        """Wait (bounded) until the kernel runs the request's code; its kernel, or None if
+        the request ended first."""
+        deadline = time.monotonic() + _CODE_START_WAIT_S
+        if not await _first(deadline, request.started.wait(), request.done.wait()) or request.kernel is None:
+            return None
+        kernel = request.kernel
+        await _first(deadline, kernel.running_code.wait(), request.done.wait())
         settle = kernel.running_since + _CODE_SETTLE_S - time.monotonic()
         if settle > 0:
             await asyncio.sleep(settle)
-        return not request.done.is_set()
+        return None if request.done.is_set() else kernel
 
-    async def restart(self) -> None:
-        """Fresh kernel, all state gone; the running and queued requests are cancelled."""
+    async def restart(self, spec_name: str | None = None) -> None:
+        """Fresh kernels, all state gone: every kernel of the session, or the one of
+        `spec_name`. The running and queued requests that would use them are cancelled;
+        those of other languages run on."""
         self.touch()
-        await self._stop_worker("the kernel was restarted")
-        await self._replace_kernel("the kernel was restarted; all state was lost")
-        self._worker = asyncio.create_task(self._work())
+        specs = sorted({*self.kernels.specs(), self.spec_name}) if spec_name is None else [spec_name]
+        if spec_name is not None and self.kernels.get(spec_name) is None and spec_name != self.spec_name:
+            raise NoKernelForLanguage(f"this session has no {self.languages.language_of(spec_name)} kernel to restart")
+        reason = "the kernel was restarted"
+        for request in [r for r in self._queue if r.spec_name in specs]:
+            self._queue.remove(request)
+            request.cancel(reason)
+        if self._current is not None and self._current.spec_name in specs and self._running is not None:
+            self._stop_reason = reason
+            self._running.cancel()
+            await asyncio.gather(self._running, return_exceptions=True)
+        errors = await asyncio.gather(*(self._replace(s, reason, raise_errors=True) for s in specs), return_exceptions=True)
+        for error in errors:
+            if isinstance(error, BaseException):
+                raise error
 
-    async def _stop_worker(self, reason: str) -> None:
-        """Cancel the running request and every queued one, saying why."""
-        self._stop_reason = reason
-        self._worker.cancel()
-        await asyncio.gather(self._worker, return_exceptions=True)
-        while self._queue:
-            self._queue.popleft().cancel(reason)
-
-    async def _replace_kernel(self, message: str) -> None:
-        # A ready kernel from the pool is faster than rebooting this one.
-        self._set_state(SessionState.RESTARTING, message, lost=True)
-        old = self._swap_kernel(await self._pool.acquire(self.spec_name))
-        self._pool.release(old)
-        log.info("session %s: kernel replaced", self.id)
-        self._set_state(SessionState.IDLE, message, lost=True)
-
-    async def switch_language(self, language: str, spec_name: str) -> None:
-        """Give a session that has run nothing yet a kernel of another language (a client
-        that opens a bare socket says the language only with its first request)."""
-        if self.runs:
-            raise SessionClosed(f"this session runs {self.language} and has state; open another for {language}")
-        old = self._swap_kernel(await self._pool.acquire(spec_name))
-        self.language, self.spec_name = language, spec_name
-        self._pool.release(old)
+    async def _replace(self, spec_name: str, why: str, raise_errors: bool = False) -> None:
+        """A fresh kernel for `spec_name`, telling the listeners its state is gone."""
+        language = self.languages.language_of(spec_name)
+        message = f"{why}; a new {language} kernel was started and all its state was lost"
+        self._set_state(SessionState.RESTARTING, message, lost=True, spec_name=spec_name)
+        try:
+            await self.kernels.replace(spec_name)
+        except KernelError as exc:
+            log.warning("session %s: no new %s kernel: %s", self.id, spec_name, exc)
+            self._settle(f"{why}; no new {language} kernel could be started ({exc}); the next run tries again", True, spec_name)
+            if raise_errors:
+                raise
+            return
+        log.info("session %s: %s kernel replaced", self.id, spec_name)
+        self._settle(message, lost=True, spec_name=spec_name)
 
     def reply_input(self, value: str) -> None:
-        if self.kernel.is_dead:
-            raise KernelDied("the kernel is dead")
-        self.kernel.client.input(value)
+        """Answer the running request's `input()`."""
+        kernel = self._current.kernel if self._current is not None else None
+        if kernel is None or kernel.is_dead:
+            raise KernelDied("no running code is waiting for input")
+        kernel.client.input(value)
 
-    async def complete(self, code: str, cursor_pos: int, timeout: float) -> dict[str, Any]:
+    async def complete(self, code: str, cursor_pos: int, timeout: float, spec_name: str | None = None) -> dict[str, Any]:
         self.touch()
-        return await self.kernel.request_beside(
-            "complete_request", {"code": code, "cursor_pos": cursor_pos}, timeout
-        )
+        kernel = await self._kernel_beside(spec_name)
+        return await kernel.request_beside("complete_request", {"code": code, "cursor_pos": cursor_pos}, timeout)
 
     async def inspect(
-        self, code: str, cursor_pos: int, detail_level: int, timeout: float
+        self, code: str, cursor_pos: int, detail_level: int, timeout: float, spec_name: str | None = None
     ) -> dict[str, Any]:
         self.touch()
+        kernel = await self._kernel_beside(spec_name)
         content = {"code": code, "cursor_pos": cursor_pos, "detail_level": detail_level}
-        return await self.kernel.request_beside("inspect_request", content, timeout)
+        return await kernel.request_beside("inspect_request", content, timeout)
+
+    async def _kernel_beside(self, spec_name: str | None) -> Kernel:
+        """The kernel an editor's request (completion, help) goes to; started if need be."""
+        if self._state is SessionState.CLOSED:
+            raise SessionClosed(f"session {self.id} is closed")
+        return await self.kernels.get_or_start(spec_name or self.spec_name)
 
     async def close(self) -> None:
         if self._state is SessionState.CLOSED:
             return
         self._set_state(SessionState.CLOSED, "the session was closed")
-        await self._stop_worker("the session was closed")
+        reason = "the session was closed"
+        self._stop_reason = reason
+        self._worker.cancel()
+        await asyncio.gather(self._worker, return_exceptions=True)
+        while self._queue:
+            self._queue.popleft().cancel(reason)
         self._listeners.clear()
-        self._pool.release(self.kernel)
+        self.kernels.release_all()
+
+
+async def _first(deadline: float, *waits: Any) -> bool:
+    """Wait for the first of `waits` until `deadline`; False if none came in time."""
+    tasks = {asyncio.ensure_future(w) for w in waits}
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    return bool(done)

@@ -26,11 +26,13 @@ class SessionManager:
     async def create(
         self, language: str | None = None, spec_name: str | None = None, env: dict[str, str] | None = None
     ) -> Session:
-        """A session on a pooled kernel; with `env`, on a kernel started for it with that env."""
+        """A session on a pooled kernel; with `env`, on a kernel started for it with that env.
+
+        Named neither a language nor a kernelspec, it starts on the default language's
+        kernel and moves to the language of its first request (a bare /ws)."""
+        chosen = language is not None or spec_name is not None
         if spec_name is None:
             spec_name = self.languages.spec_for(language)
-        else:
-            language = self.languages.language_of(spec_name)
         # Pending creations count, so a burst cannot overshoot the limit.
         if len(self._sessions) + self._pending >= self.max_sessions:
             raise CapacityExceeded(f"the gateway runs max_sessions ({self.max_sessions}) sessions; try again later")
@@ -42,7 +44,7 @@ class SessionManager:
         # 128 random bits (a session id must not be guessable), in the UUID shape Jupyter
         # clients expect of kernel ids; no version bits are set, so no bit is given away.
         session_id = str(uuid.UUID(bytes=secrets.token_bytes(16)))
-        session = Session(session_id, language or self.languages.default, spec_name, kernel, self.pool)
+        session = Session(session_id, spec_name, kernel, self.pool, self.languages, language_chosen=chosen)
         self._sessions[session_id] = session
         log.info("session %s: created (%s)", session_id, spec_name)
         return session

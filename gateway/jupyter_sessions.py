@@ -1,0 +1,181 @@
+"""Jupyter's sessions API (`/api/sessions`), as Kernel Gateway serves it from Jupyter Server:
+a notebook's (or console's) path bound to one of its kernels.
+
+A Jupyter session is a small record beside the kernel it names, which is one of our
+sessions; it goes when its kernel goes (deleted, culled), as in Jupyter Server.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+
+from kernels.errors import SessionNotFound
+
+from .access import principal_of
+from .jupyter import kernel_model, start_kernel_session
+from .runtime import Runtime
+
+router = APIRouter(tags=["jupyter"])
+
+
+@dataclass
+class NotebookSession:
+    id: str
+    owner: str
+    path: str
+    name: str | None
+    type: str
+    kernel_id: str
+
+
+class NotebookSessions:
+    """Every Jupyter session, by id."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, NotebookSession] = {}
+
+    def add(self, owner: str, path: str, name: str | None, type: str, kernel_id: str) -> NotebookSession:
+        session_id = str(uuid.UUID(bytes=secrets.token_bytes(16)))
+        session = self._sessions[session_id] = NotebookSession(session_id, owner, path, name, type, kernel_id)
+        return session
+
+    def owned_by(self, rt: Runtime, owner: str) -> list[NotebookSession]:
+        """The owner's sessions whose kernel still lives; the others are forgotten."""
+        for session in list(self._sessions.values()):
+            if session.kernel_id not in rt.channels:
+                del self._sessions[session.id]
+        return [s for s in self._sessions.values() if s.owner == owner]
+
+    def get(self, rt: Runtime, owner: str, session_id: str) -> NotebookSession:
+        found = next((s for s in self.owned_by(rt, owner) if s.id == session_id), None)
+        if found is None:
+            raise HTTPException(404, f"no session with id {session_id!r}")
+        return found
+
+    def remove(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+
+
+class KernelRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str | None = None
+    name: str | None = None
+
+
+class SessionBody(BaseModel):
+    """POST and PATCH bodies; `notebook` is the old form of `path` and `name`."""
+
+    model_config = ConfigDict(extra="ignore")
+    path: str | None = None
+    name: str | None = None
+    type: str | None = None
+    kernel: KernelRef | None = None
+    notebook: dict[str, Any] | None = None
+
+    def upgraded(self) -> SessionBody:
+        if self.notebook is None:
+            return self
+        path = self.notebook.get("name") or self.notebook.get("path") or self.path
+        return self.model_copy(update={"path": path, "type": self.type or "notebook", "notebook": None})
+
+
+def _registry(request: Request) -> tuple[Runtime, NotebookSessions]:
+    return request.app.state.runtime, request.app.state.notebook_sessions
+
+
+def session_model(rt: Runtime, session: NotebookSession) -> dict[str, Any]:
+    model: dict[str, Any] = {
+        "id": session.id,
+        "path": session.path,
+        "name": session.name,
+        "type": session.type,
+        "kernel": kernel_model(rt.channel(session.kernel_id, session.owner).session),
+    }
+    if session.type == "notebook":  # the deprecated form, which Jupyter Server still sends
+        model["notebook"] = {"path": session.path, "name": session.name}
+    return model
+
+
+async def _kernel_for(request: Request, ref: KernelRef | None) -> str:
+    """The id of the kernel a session names: one of the caller's, or a new one."""
+    rt = request.app.state.runtime
+    if ref is not None and ref.id is not None:
+        try:
+            return rt.channel(ref.id, principal_of(request)).session.id
+        except SessionNotFound:
+            pass  # Jupyter Server starts a kernel when the id names none
+    return (await start_kernel_session(request, ref.name if ref else None, {})).session.id
+
+
+@router.get("/api/sessions")
+async def list_sessions(request: Request) -> list[dict[str, Any]]:
+    rt, sessions = _registry(request)
+    return [session_model(rt, s) for s in sessions.owned_by(rt, principal_of(request))]
+
+
+@router.post("/api/sessions", status_code=201)
+async def create_session(request: Request, body: SessionBody | None = None) -> JSONResponse:
+    """A session for `path`; the one there is if `path` has one already, as in Jupyter."""
+    if body is None:
+        raise HTTPException(400, "No JSON data provided")
+    body = body.upgraded()
+    if body.path is None or body.type is None:
+        raise HTTPException(400, f"Missing field in JSON data: {'path' if body.path is None else 'type'}")
+    rt, sessions = _registry(request)
+    owner = principal_of(request)
+    session = next((s for s in sessions.owned_by(rt, owner) if s.path == body.path), None)
+    if session is None:
+        kernel_id = await _kernel_for(request, body.kernel)
+        session = sessions.add(owner, body.path, body.name, body.type, kernel_id)
+    model = session_model(rt, session)
+    return JSONResponse(model, status_code=201, headers={"Location": f"/api/sessions/{session.id}"})
+
+
+@router.get("/api/sessions/{session_id}")
+async def get_session(session_id: str, request: Request) -> dict[str, Any]:
+    rt, sessions = _registry(request)
+    return session_model(rt, sessions.get(rt, principal_of(request), session_id))
+
+
+@router.patch("/api/sessions/{session_id}")
+async def update_session(session_id: str, request: Request, body: SessionBody | None = None) -> dict[str, Any]:
+    """Rename or retype the session, or bind it to another kernel (an existing one by id,
+    or a new one by kernelspec name, the old kernel then shut down)."""
+    if body is None:
+        raise HTTPException(400, "No JSON data provided")
+    body = body.upgraded()
+    rt, sessions = _registry(request)
+    owner = principal_of(request)
+    session = sessions.get(rt, owner, session_id)
+    old_kernel = session.kernel_id
+    if body.kernel is not None and body.kernel.id is not None:
+        try:
+            session.kernel_id = rt.channel(body.kernel.id, owner).session.id
+        except SessionNotFound:
+            raise HTTPException(400, f"No such kernel: {body.kernel.id}") from None
+    elif body.kernel is not None and body.kernel.name is not None:
+        session.kernel_id = (await start_kernel_session(request, body.kernel.name, {})).session.id
+    session.path = body.path if body.path is not None else session.path
+    session.name = body.name if body.name is not None else session.name
+    session.type = body.type if body.type is not None else session.type
+    if session.kernel_id != old_kernel and old_kernel in rt.channels:
+        await rt.close_session(old_kernel, "replaced in a Jupyter session")
+    return session_model(rt, session)
+
+
+@router.delete("/api/sessions/{session_id}", status_code=204)
+async def delete_session(session_id: str, request: Request) -> Response:
+    """The session and its kernel go, as in Jupyter Server."""
+    rt, sessions = _registry(request)
+    session = sessions.get(rt, principal_of(request), session_id)
+    sessions.remove(session.id)
+    if session.kernel_id in rt.channels:
+        await rt.close_session(session.kernel_id, "its Jupyter session was deleted")
+    return Response(status_code=204)
