@@ -286,3 +286,154 @@ async def test_binary_protocols_carry_buffers(gateway: GatewayServer) -> None:
                     assert [bytes(b) for b in m["buffers"]] == [b"cba", b"\x02\x01\x00"]
         finally:
             await http.delete(f"/api/kernels/{kid}")
+
+
+# -- leniency, as Jupyter Server and Kernel Gateway have it ----------------------------------
+
+
+async def test_a_json_body_without_content_type_starts_a_kernel(gateway: GatewayServer) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, headers=auth(), timeout=60) as http:
+        for headers in ({}, {"content-type": "application/x-www-form-urlencoded"}, {"content-type": "text/plain"}):
+            # httpx's content= sends the bytes as they are, with only the header given here
+            created = await http.post("/api/kernels", content=json.dumps({"name": "bash"}).encode(), headers=headers)
+            assert created.status_code == 201, (headers, created.text)
+            assert created.json()["name"] == "bash"
+            assert (await http.delete(f"/api/kernels/{created.json()['id']}")).status_code == 204
+        # The id of one of the caller's kernels gives that kernel back, as in Jupyter Server.
+        kid = (await http.post("/api/kernels", json={"name": "python3"})).json()["id"]
+        again = await http.post("/api/kernels", json={"name": "python3", "kernel_id": kid})
+        assert again.status_code == 201 and again.json()["id"] == kid
+        assert (await http.delete(f"/api/kernels/{kid}")).status_code == 204
+        # Errors carry the fields jupyter_server's gateway client shows its user.
+        missing = (await http.post("/api/kernels", json={"name": "cobol"})).json()
+        assert "cobol" in missing["message"] and missing["reason"] == "Not Found"
+
+
+async def test_messages_without_a_channel_are_shell_messages(gateway: GatewayServer) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, headers=auth(), timeout=60) as http:
+        kid = (await http.post("/api/kernels", json={"name": "python3"})).json()["id"]
+        try:
+            async with websockets.connect(f"{gateway.ws_url}/api/kernels/{kid}/channels", additional_headers=auth()) as ws:
+                info = message("kernel_info_request", {})
+                del info["channel"]
+                await ws.send(json.dumps(info))
+                while (frame := json.loads(await asyncio.wait_for(ws.recv(), 10)))["msg_type"] != "kernel_info_reply":
+                    pass
+                assert frame["channel"] == "shell" and frame["parent_header"]["msg_id"] == info["header"]["msg_id"]
+        finally:
+            await http.delete(f"/api/kernels/{kid}")
+
+
+async def test_the_sessions_api(gateway: GatewayServer) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, headers=auth(), timeout=60) as http:
+        assert (await http.post("/api/sessions", json={"type": "notebook"})).status_code == 400
+        created = await http.post("/api/sessions", json={"path": "a.ipynb", "type": "notebook", "kernel": {"name": "python3"}})
+        assert created.status_code == 201, created.text
+        session = created.json()
+        assert session["path"] == "a.ipynb" and session["kernel"]["name"] == "python3"
+        assert session["notebook"] == {"path": "a.ipynb", "name": None}
+        assert created.headers["location"] == f"/api/sessions/{session['id']}"
+        # The same path gives the same session; the old `notebook` form is read too.
+        same = (await http.post("/api/sessions", json={"notebook": {"path": "a.ipynb"}})).json()
+        assert same["id"] == session["id"]
+        assert [s["id"] for s in (await http.get("/api/sessions")).json()] == [session["id"]]
+        # Another client sees none of it.
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as anonymous:
+            assert (await anonymous.get("/api/sessions")).status_code == 401
+        # Renamed, then moved to a new kernel of another kernelspec: the old kernel goes.
+        old_kernel = session["kernel"]["id"]
+        patched = (await http.patch(f"/api/sessions/{session['id']}", json={"path": "b.ipynb", "kernel": {"name": "bash"}})).json()
+        assert patched["path"] == "b.ipynb" and patched["kernel"]["name"] == "bash"
+        assert (await http.get(f"/api/kernels/{old_kernel}")).status_code == 404
+        bad = await http.patch(f"/api/sessions/{session['id']}", json={"kernel": {"id": str(uuid.uuid4())}})
+        assert bad.status_code == 400
+        # Deleting the session shuts its kernel down.
+        assert (await http.delete(f"/api/sessions/{session['id']}")).status_code == 204
+        assert (await http.get(f"/api/kernels/{patched['kernel']['id']}")).status_code == 404
+        assert (await http.get(f"/api/sessions/{session['id']}")).status_code == 404
+        # A session whose kernel was deleted goes with it.
+        gone = (await http.post("/api/sessions", json={"path": "c.ipynb", "type": "console"})).json()
+        await http.delete(f"/api/kernels/{gone['kernel']['id']}")
+        assert (await http.get(f"/api/sessions/{gone['id']}")).status_code == 404
+
+
+# -- Jupyter's own tools, through jupyter_server's GatewayKernelManager ----------------------
+
+
+def tool_notebook(path: Any, error: bool = True) -> None:
+    """State across cells, an error (for nbconvert's --allow-errors), HTML and a plot; the
+    first cell is papermill's parameters cell."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    parameters = new_code_cell("x = 40")
+    parameters.metadata["tags"] = ["parameters"]
+    cells = [
+        parameters,
+        new_code_cell("print(x + 1)"),
+        *([new_code_cell("1 / 0")] if error else []),
+        new_code_cell("from IPython.display import HTML\nHTML('<b>bold</b>')"),
+        new_code_cell("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"),
+    ]
+    spec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(new_notebook(cells=cells, metadata={"kernelspec": spec}), str(path))
+
+
+def outputs_of(path: Any) -> list[list[tuple[str, Any]]]:
+    import nbformat
+
+    cells = [c for c in nbformat.read(str(path), 4).cells if c.cell_type == "code"]
+    return [[(o.output_type, o.get("text") or o.get("ename") or sorted(o.get("data", {}))) for o in c.outputs] for c in cells]
+
+
+PLOT_AND_HTML = [[("execute_result", ["text/html", "text/plain"])], [("display_data", ["image/png", "text/plain"])]]
+
+
+def tool_env(gateway: GatewayServer, home: Any) -> dict[str, str]:
+    """What a user sets to run a tool through a gateway. No token: jupyter_server's
+    GatewayKernelClient opens the channels socket without any (its HTTP calls send it),
+    so against a gateway with a token these tools fail, with Kernel Gateway too."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "JUPYTER_"))}
+    env.update(
+        JUPYTER_GATEWAY_URL=gateway.url,
+        JUPYTER_CONFIG_DIR=str(home), JUPYTER_DATA_DIR=str(home), JUPYTER_RUNTIME_DIR=str(home),
+    )
+    return env
+
+
+GATEWAY_MANAGER = "jupyter_server.gateway.managers.GatewayKernelManager"
+
+
+def test_nbconvert_executes_a_notebook_through_the_gateway(server: GatewayServer, tmp_path: Any) -> None:
+    tool_notebook(tmp_path / "in.ipynb")
+    jupyter = os.path.join(os.path.dirname(sys.executable), "jupyter")
+    done = subprocess.run(
+        [jupyter, "nbconvert", "--to", "notebook", "--execute", "--allow-errors", "--output", "out.ipynb",
+         f"--ExecutePreprocessor.kernel_manager_class={GATEWAY_MANAGER}", "in.ipynb"],
+        cwd=tmp_path, env=tool_env(server, tmp_path), capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert outputs_of(tmp_path / "out.ipynb") == [[], [("stream", "41\n")], [("error", "ZeroDivisionError")], *PLOT_AND_HTML]
+
+
+def papermill(server: GatewayServer, cwd: Any) -> subprocess.CompletedProcess[str]:
+    # papermill's command line has no flag for the kernel manager: its API does.
+    script = (
+        "import papermill\n"
+        f"papermill.execute_notebook('in.ipynb', 'out.ipynb', parameters={{'x': 41}}, kernel_manager_class={GATEWAY_MANAGER!r}, progress_bar=False)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, env=tool_env(server, cwd), capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_papermill_executes_a_notebook_through_the_gateway(server: GatewayServer, tmp_path: Any) -> None:
+    tool_notebook(tmp_path / "in.ipynb", error=False)
+    done = papermill(server, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # papermill adds a cell with the parameters given, after the parameters cell
+    assert outputs_of(tmp_path / "out.ipynb") == [[], [], [("stream", "42\n")], *PLOT_AND_HTML]
+    # papermill has no allow-errors: a cell's error fails the run, saying which.
+    tool_notebook(tmp_path / "in.ipynb", error=True)
+    failed = papermill(server, tmp_path)
+    assert failed.returncode != 0 and "ZeroDivisionError" in failed.stderr

@@ -21,6 +21,7 @@ from .drivers import KGSession, OursSession, RawSession, Run, ours_one_shot
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 PRINT_LOOP = "for i in range(100000): print(i)"
+PLOT = "import pandas, matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()"
 PRINTED = "".join(f"{i}\n" for i in range(100000))
 
 
@@ -68,6 +69,25 @@ async def session_to_first_result(open_session: Any, runs: int, between: Any = N
         times.append(time.perf_counter() - start)
         await session.close()
     return pct(times, 0.5) * 1000
+
+
+async def session_to_first_plot(open_session: Any, runs: int, between: Any = None) -> float:
+    """Row 7: a new session, then the first matplotlib PNG of code that imports pandas
+    and pyplot. Median seconds."""
+    times = []
+    for _ in range(runs):
+        if between is not None:
+            await between()
+        start = time.perf_counter()
+        session = await open_session()
+        try:
+            run: Run = await session.run(PLOT)
+        finally:
+            await session.close()
+        if run.first_image_at is None:
+            raise RuntimeError("no image/png came back")
+        times.append(run.first_image_at - start)
+    return statistics.median(times)
 
 
 async def print_loop(open_session: Any) -> dict[str, Any]:
@@ -244,6 +264,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results["4_print_100k"] = await print_loops(
                 {"ours": open_ours, "raw": open_raw, "kg": open_kg}, args.print_rounds, refill
             )
+            step("7 new session to first plot")
+            results["7_session_to_first_plot_s"] = {
+                "ours": await session_to_first_plot(open_ours, args.plot_starts, refill),
+                "raw": await session_to_first_plot(open_raw, args.plot_starts),
+                "kg": await session_to_first_plot(open_kg, args.plot_starts),
+            }
             step(f"5 {args.sessions} concurrent sessions, {args.rounds} rounds each")
             await refill()
             results["5_concurrent"] = await concurrent(open_ours, open_raw, open_kg, ours, kg, args, refill)
@@ -282,6 +308,8 @@ def table(r: dict[str, Any]) -> str:
     rows.append(("5 concurrent: sessions lost mid-run", c["ours"]["sessions_lost"], c["raw"]["sessions_lost"], c["kg"]["sessions_lost"]))
     rows.append(("6 gateway RSS, sessions open (MB)", c["ours"]["gateway_rss_mb"], None, c["kg"]["gateway_rss_mb"]))
     rows.append(("6 kernel RSS, median (MB)", c["ours"]["kernel_rss_mb"], None, c["kg"]["kernel_rss_mb"]))
+    f = r["7_session_to_first_plot_s"]
+    rows.append(("7 new session -> first pandas+pyplot PNG (s)", f["ours"], f["raw"], f["kg"]))
     head = f"| {'measure':48} | {'ours':>9} | {'raw jc':>9} | {'kernel gw':>9} | {'ours/raw':>8} | {'ours/kg':>8} |"
     lines = [head, "|" + "|".join("-" * (len(c) ) for c in head.split("|")[1:-1]) + "|"]
     for name, ours, raw, kg in rows:
@@ -311,6 +339,7 @@ def cli() -> None:
     parser.add_argument("--starts", type=int, default=20, help="new sessions in rows 2 and 3")
     parser.add_argument("--sessions", type=int, default=50, help="concurrent sessions in row 5")
     parser.add_argument("--seconds", type=float, default=10, help="duration of each round of row 5")
+    parser.add_argument("--plot-starts", type=int, default=5, help="new sessions in row 7, per system")
     parser.add_argument("--print-rounds", type=int, default=3, help="rounds of row 4 per system")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of row 5 for ours and Kernel Gateway")
     args = parser.parse_args()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,9 @@ from typing import Any
 import httpx
 import websockets
 from jupyter_client import AsyncKernelManager
+from jupyter_client.kernelspec import KernelSpecManager
+
+from . import servers
 
 TIMEOUT = 120
 
@@ -20,6 +24,11 @@ TIMEOUT = 120
 class Run:
     frames: int = 0  # messages received about the execution
     text: list[str] = field(default_factory=list)  # stdout in arrival order
+    first_image_at: float | None = None  # perf_counter when the first image/png arrived
+
+    def saw(self, output_type: str, data: dict[str, Any] | None) -> None:
+        if self.first_image_at is None and output_type == "display_data" and "image/png" in (data or {}):
+            self.first_image_at = time.perf_counter()
 
 
 class OursSession:
@@ -43,6 +52,8 @@ class OursSession:
             run.frames += 1
             if frame["type"] == "output" and frame["output"]["output_type"] == "stream":
                 run.text.append(frame["output"]["text"])
+            elif frame["type"] == "output":
+                run.saw(frame["output"]["output_type"], frame["output"].get("data"))
             if frame["type"] == "execution_result" and frame.get("id") == rid:
                 return run
 
@@ -66,7 +77,9 @@ class RawSession:
 
     @classmethod
     async def open(cls) -> RawSession:
-        km = AsyncKernelManager(kernel_name="python3")
+        # The same kernel environment as the gateway's kernels run.
+        specs = KernelSpecManager(kernel_dirs=[str(servers.kernelspecs() / "kernels")], ensure_native_kernel=False)
+        km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=specs)
         await km.start_kernel()
         self = cls(km)
         # No heartbeat: the gateway has none either, and stopping the heartbeat thread of a
@@ -95,6 +108,7 @@ class RawSession:
                 run.frames += 1
                 if msg["msg_type"] == "stream":
                     run.text.append(msg["content"]["text"])
+                run.saw(msg["msg_type"], msg["content"].get("data"))
                 idle = msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
             else:
                 reply = await self.kc.get_shell_msg(timeout=TIMEOUT)
@@ -136,6 +150,7 @@ class KGSession:
                 continue
             run.frames += 1
             kind = msg["msg_type"]
+            run.saw(kind, msg["content"].get("data"))
             if kind == "stream":
                 run.text.append(msg["content"]["text"])
             elif kind == "status" and msg["content"]["execution_state"] == "idle":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,10 +77,28 @@ class Server:
                 self.proc.kill()
 
 
+@functools.cache
+def kernelspecs() -> Path:
+    """A Jupyter data folder whose python3 kernelspec runs the kernel environment the
+    gateway's kernels run (start.sh bench says where it is): every system gets the same."""
+    env = os.environ["GATEWAY_KERNEL_ENV"]
+    root = Path(tempfile.mkdtemp(prefix="bench-kernelspecs-"))
+    (root / "kernels" / "python3").mkdir(parents=True)
+    spec = {
+        "argv": [f"{env}/bin/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (the kernel environment)", "language": "python",
+    }
+    (root / "kernels" / "python3" / "kernel.json").write_text(json.dumps(spec))
+    return root
+
+
 def ours(pool_size: int = 2) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env.update(GATEWAY_PORT=str(port), GATEWAY_POOL_SIZE=str(pool_size), GATEWAY_LOG_LEVEL="warning")
+    env.update(
+        GATEWAY_PORT=str(port), GATEWAY_POOL_SIZE=str(pool_size), GATEWAY_LOG_LEVEL="warning",
+        GATEWAY_KERNEL_ENV=os.environ["GATEWAY_KERNEL_ENV"],
+    )
     # The gateway as it ships: its own environment (start.sh bench says where), not ours.
     python = os.environ.get("GATEWAY_PYTHON", sys.executable)
     return Server("ours", [python, "-m", "gateway"], env, port)
@@ -90,4 +111,4 @@ def kernel_gateway() -> Server:
         f"--KernelGatewayApp.port={port}", "--KernelGatewayApp.ip=127.0.0.1",
         "--KernelGatewayApp.log_level=WARN",
     ]
-    return Server("kernel_gateway", argv, dict(os.environ), port)
+    return Server("kernel_gateway", argv, {**os.environ, "JUPYTER_PATH": str(kernelspecs())}, port)
