@@ -15,9 +15,11 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
+from jupyter_client.session import Session as JupyterSession
 from pydantic import BaseModel, ConfigDict, Field
 
 from kernels.errors import KernelError, SessionNotFound
+from kernels.events import SessionNotice
 from kernels.session import Session
 
 from . import __version__, jupyter_wire
@@ -198,6 +200,7 @@ async def kernel_channels(ws: WebSocket, kernel_id: str) -> None:
     session = channel.session
     outbox = _Outbox(session.id, _runtime(ws).settings.jupyter_queue_bytes)
     stop_tap = session.tap(lambda msg: outbox.put(jupyter_wire.encode(msg, msg["channel"], v1)))
+    stop_listening = session.listen(lambda notice: _on_notice(notice, outbox, v1))
     session.connections += 1
     sender = asyncio.create_task(_send_all(ws, outbox))
     try:
@@ -210,9 +213,21 @@ async def kernel_channels(ws: WebSocket, kernel_id: str) -> None:
         pass
     finally:
         stop_tap()
+        stop_listening()
         session.connections -= 1
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)
+
+
+_STATUS = JupyterSession(key=b"")  # builds the one message the gateway itself sends
+
+
+def _on_notice(notice: SessionNotice, outbox: _Outbox, v1: bool) -> None:
+    """A kernel replaced (death, time-out, restart) is `status: restarting` on iopub, as
+    Jupyter Server tells its clients of a kernel it restarted: their state is gone."""
+    if notice.state == "restarting":
+        msg = _STATUS.msg("status", {"execution_state": "restarting"})
+        outbox.put(jupyter_wire.encode(msg, "iopub", v1))
 
 
 def _pass_to_kernel(session: Session, data: str | bytes | None, v1: bool) -> None:

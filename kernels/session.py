@@ -106,6 +106,7 @@ class Session:
         self._queue: deque[Request] = deque()
         self._wakeup = asyncio.Event()
         self._current: Request | None = None
+        self._starting: Request | None = None  # the next to run, while its kernel is fetched
         self._running: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
         self._stop_reason = "cancelled"
@@ -207,7 +208,11 @@ class Session:
             request = self._queue.popleft()
             if request.finished is not None:  # cancelled while it waited
                 continue
-            kernel = await self._kernel_for(request)
+            self._starting = request
+            try:
+                kernel = await self._kernel_for(request)
+            finally:
+                self._starting = None
             if kernel is None:
                 continue
             self._running = asyncio.create_task(self._run(request, kernel))
@@ -265,7 +270,7 @@ class Session:
         """Interrupt the running request, or the one about to run (a run and its interrupt
         can come in one breath); queued ones still run after it."""
         self.touch()
-        request = self._current or next((r for r in self._queue if r.finished is None), None)
+        request = self._current or self._starting or next((r for r in self._queue if r.finished is None), None)
         if request is not None and self._interrupting is None:
             self._interrupting = asyncio.create_task(self._interrupt(request))
 

@@ -112,6 +112,11 @@ async def test_kernel_lifecycle_and_both_protocol_directions(gateway: GatewaySer
             assert reply["content"]["ename"] == "KeyboardInterrupt"
             restarted = await http.post(f"/api/kernels/{kid}/restart")
             assert restarted.status_code == 200 and restarted.json()["id"] == kid
+            # Clients are told, as Jupyter Server tells them of a kernel it restarted.
+            while (frame := json.loads(await asyncio.wait_for(ws.recv(), 10)))["msg_type"] != "status" or \
+                    frame["content"]["execution_state"] != "restarting":
+                pass
+            assert frame["channel"] == "iopub"
             iopub, reply = await execute(ws, "print('x' in dir())")
             assert stdout(iopub) == "False\n", "state survived the restart"
         assert (await http.delete(f"/api/kernels/{kid}")).status_code == 204
