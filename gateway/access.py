@@ -1,9 +1,16 @@
-"""Who may come in: bearer tokens, WebSocket origins, and request sizes, checked before any
-route runs (so no kernel starts for a refused client)."""
+"""Who may come in: the Host a request names, its browser Origin, bearer tokens, and request
+sizes, checked before any route runs (so no kernel starts for a refused client).
+
+A web page can point its own DNS name at 127.0.0.1 ("DNS rebinding"): its requests then reach
+a gateway on the developer's machine with `Host` and `Origin` both its own name. So only
+allowed Host values are served (IP addresses, loopback names, and configured names), and a
+browser's Origin must be configured, or the very origin of an allowed Host.
+"""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -11,11 +18,14 @@ from urllib.parse import parse_qs, urlsplit
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import WS_FORBIDDEN_ORIGIN, WS_UNAUTHORIZED
+from .errors import WS_FORBIDDEN, WS_UNAUTHORIZED
 from .settings import Settings
 
 ANONYMOUS = "anonymous"
 OPEN_PATHS = frozenset({"/health"})
+# Methods that change something: from a browser, they need an allowed Origin even without a
+# token (a simple cross-site POST is sent without asking CORS first).
+_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def principal_of(conn: HTTPConnection) -> str:
@@ -31,6 +41,9 @@ class AccessMiddleware:
         self.tokens = dict(settings.tokens)
         if settings.token:
             self.tokens["default"] = settings.token
+        self.hosts = {h.lower() for h in settings.allowed_hosts}
+        if not _is_address(settings.host):
+            self.hosts.add(settings.host.lower())  # the name it was told to serve on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -41,6 +54,10 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refused = self._refused_browser(scope, scope["method"] in _CHANGING)
+        if refused is not None:
+            await _json(send, 403, refused)
+            return
         if scope["method"] != "OPTIONS" and scope["path"] not in OPEN_PATHS:
             principal = self._principal(scope)
             if principal is None:
@@ -64,9 +81,9 @@ class AccessMiddleware:
         await self.app(scope, receive, send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        origin = _header(scope, b"origin")
-        if origin is not None and not self._origin_allowed(origin, _header(scope, b"host")):
-            await _refuse_socket(receive, send, WS_FORBIDDEN_ORIGIN, f"origin {origin} is not allowed")
+        refused = self._refused_browser(scope, True)  # a socket can always run code
+        if refused is not None:
+            await _refuse_socket(receive, send, WS_FORBIDDEN, refused)
             return
         principal = self._principal(scope)
         if principal is None:
@@ -74,6 +91,23 @@ class AccessMiddleware:
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+    def _refused_browser(self, scope: Scope, changing: bool) -> str | None:
+        """Why a request must not be served: a Host not allowed, or (for one that can change
+        something) a browser Origin not allowed. None: go on."""
+        host = _header(scope, b"host")
+        if host is not None and not self._host_allowed(host):
+            return f"host {host!r} is not allowed; add its name to GATEWAY_ALLOWED_HOSTS"
+        origin = _header(scope, b"origin")
+        if changing and origin is not None and not self._origin_allowed(origin, host):
+            return f"origin {origin} is not allowed; add it to GATEWAY_CORS_ORIGINS"
+        return None
+
+    def _host_allowed(self, host: str) -> bool:
+        """IP addresses (a rebinding page has a name), loopback names, configured names."""
+        name = urlsplit(f"//{host}").hostname or ""
+        return _is_address(name) or name == "localhost" or name.endswith(".localhost") or \
+            name in self.hosts or "*" in self.hosts
 
     def _principal(self, scope: Scope) -> str | None:
         if not self.tokens:
@@ -88,10 +122,19 @@ class AccessMiddleware:
         return found
 
     def _origin_allowed(self, origin: str, host: str | None) -> bool:
-        """Allowed: the CORS list, or the gateway's own origin (a page it served)."""
+        """Allowed: the CORS list, or the origin of the allowed Host it was sent to (a page
+        the gateway itself served); never merely what `Host` says."""
         if origin in self.settings.cors_origins or "*" in self.settings.cors_origins:
             return True
-        return host is not None and urlsplit(origin).netloc == host
+        return host is not None and self._host_allowed(host) and urlsplit(origin).netloc.lower() == host.lower()
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _presented_token(scope: Scope) -> str | None:

@@ -25,7 +25,7 @@ from .runtime import CodeTooLarge, TimeoutTooLarge
 # WebSocket close codes of our own (4000-4999 are the application's).
 WS_BAD_REQUEST = 4400
 WS_UNAUTHORIZED = 4401
-WS_FORBIDDEN_ORIGIN = 4403
+WS_FORBIDDEN = 4403  # a browser's Host or Origin not allowed
 WS_NO_SESSION = 4404
 WS_TAKEN_OVER = 4409
 WS_TRY_AGAIN_LATER = 1013  # the standard "try again later"

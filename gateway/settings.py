@@ -27,7 +27,11 @@ class Settings(BaseSettings):
             "http://localhost:3000",
             "http://127.0.0.1:3000",
         ],
-        description="origins allowed by CORS (JSON list in the environment)",
+        description="browser origins allowed to use the gateway, besides its own (JSON list in the environment)",
+    )
+    allowed_hosts: list[str] = Field(
+        default=[],
+        description="host names served besides IP addresses and loopback names ('*': any); others get 403, which stops DNS rebinding",
     )
 
     languages: dict[str, str] = Field(

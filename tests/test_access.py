@@ -93,6 +93,40 @@ async def test_one_client_cannot_use_anothers_session(guarded: GatewayServer) ->
             assert (await http.delete(f"/sessions/{sid}", headers=bearer(ALICE))).status_code == 204
 
 
+async def test_a_rebinding_page_runs_nothing_without_a_token(server: GatewayServer) -> None:
+    """A page at evil.example that points its name at 127.0.0.1: Host and Origin are both
+    its own. The shared test server has no token, like a developer's gateway."""
+    evil = f"evil.example:{server.port}"
+    before = server.health()
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        rebound = await http.post("/execute", json={"code": "print(1)"}, headers={"host": evil, "origin": f"http://{evil}"})
+        assert rebound.status_code == 403 and "GATEWAY_ALLOWED_HOSTS" in rebound.json()["detail"]
+        assert (await http.get("/sessions", headers={"host": evil})).status_code == 403  # reading, too
+        # A page elsewhere posting across sites to the real address: its Origin is not allowed.
+        cross = await http.post("/sessions", json={}, headers={"origin": "http://evil.example"})
+        assert cross.status_code == 403 and "GATEWAY_CORS_ORIGINS" in cross.json()["detail"]
+        # A page the gateway served itself, and clients that are not browsers, go on.
+        own = await http.post("/execute", json={"code": "print(2)"}, headers={"origin": server.url})
+        assert own.json()["output"] == ["2"]
+        assert (await http.post("/execute", json={"code": "print(3)"}, headers={"host": f"localhost:{server.port}"})).json()["output"] == ["3"]
+    for origin in (f"http://{evil}", None):
+        async with websockets.connect(f"ws://{evil}/ws", host="127.0.0.1", port=server.port, origin=origin, open_timeout=30) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd.code == 4403
+    after = server.health()
+    assert after["sessions"] == before["sessions"] and after["kernels"]["in_use"] == before["kernels"]["in_use"]
+
+
+def test_configured_host_names_are_served() -> None:
+    srv = GatewayServer(pool_size=0, allowed_hosts=["gw.example"])
+    try:
+        assert httpx.get(f"{srv.url}/health", headers={"host": "gw.example"}).status_code == 200
+        assert httpx.get(f"{srv.url}/health", headers={"host": "other.example"}).status_code == 403
+    finally:
+        assert not srv.stop()
+
+
 async def test_foreign_origin_is_refused(guarded: GatewayServer) -> None:
     url = f"{guarded.ws_url}/ws?token={TOKEN}"
     async with websockets.connect(url, origin="http://evil.example", open_timeout=30) as ws:
