@@ -15,6 +15,7 @@ from kernels.kernelspecs import kernelspec_manager
 from kernels.languages import Languages
 from kernels.outputs import warm_output_validation
 from kernels.pool import KernelPool
+from kernels.runtime_dirs import RuntimeDirs
 from kernels.sandbox import Sandbox, SandboxConfig
 from kernels.sessions import SessionManager
 
@@ -56,6 +57,7 @@ class Runtime:
         specs = kernelspec_manager(settings.kernel_env, settings.kernelspec_dirs)
         self.languages = Languages(settings.languages, settings.default_language, specs)
         self.sandbox = Sandbox(sandbox_config(settings))
+        self.runtime_dirs = RuntimeDirs()
         self.pool = KernelPool(
             self.launch_options,
             size=settings.pool_size,
@@ -70,7 +72,8 @@ class Runtime:
 
     def launch_options(self, spec_name: str) -> LaunchOptions:
         options = LaunchOptions(
-            startup_timeout=self.settings.kernel_startup_timeout, sandbox=self.sandbox, kernelspecs=self.languages.manager
+            startup_timeout=self.settings.kernel_startup_timeout, sandbox=self.sandbox,
+            kernelspecs=self.languages.manager, runtime_dirs=self.runtime_dirs,
         )
         if self.languages.language_of(spec_name) == "python":
             # History in memory: IPython's default SQLite file in $HOME would be shared by
@@ -169,3 +172,4 @@ class Runtime:
         await self.sessions.close_all()
         await self.pool.close()
         self.sandbox.close()
+        self.runtime_dirs.close()

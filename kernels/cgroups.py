@@ -112,7 +112,7 @@ class Cgroups:
         """Kill and remove what gateways that no longer run left in their groups."""
         for top in self._tops():
             for owner in top.iterdir():
-                if not owner.is_dir() or owner.name == self.mine or _alive(owner.name):
+                if not owner.is_dir() or owner.name == self.mine or owner_alive(owner.name):
                     continue
                 groups = [g for g in owner.iterdir() if g.is_dir()] + [owner]
                 stale = Cgroup(groups, [g / "cgroup.procs" for g in groups], [])
@@ -166,7 +166,7 @@ class Cgroups:
         )
 
 
-def _alive(name: str) -> bool:
+def owner_alive(name: str) -> bool:
     """Whether a group's owner, named by its pid, still runs (non-pid names: not ours)."""
     if not name.isdigit():
         return False

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,12 +27,10 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 from .errors import KernelBusyTimeout, KernelDied, KernelStartFailed
 from . import wire
+from .runtime_dirs import RuntimeDirs
 from .sandbox import Confinement, Sandbox, SandboxedKernelManager
 
 log = logging.getLogger(__name__)
-
-# unix socket paths may hold at most 107 bytes, so kernels live under a short root.
-_RUNTIME_ROOT = Path(tempfile.gettempdir()) / "icg"
 
 # How often the death watch asks the provisioner whether the process still runs.
 _DEATH_POLL_S = 0.2
@@ -64,6 +61,7 @@ class LaunchOptions:
     # One for every kernel: each manager would otherwise make its own, which costs a
     # millisecond of CPU per start. It reads the spec from disk every time.
     kernelspecs: KernelSpecManager | None = None
+    runtime_dirs: RuntimeDirs | None = None  # where its connection file and sockets go
 
 
 _KEPT_INFO = ("language_info", "supported_features")
@@ -121,8 +119,7 @@ class Kernel:
 
     @classmethod
     async def start(cls, spec_name: str, options: LaunchOptions) -> Kernel:
-        _RUNTIME_ROOT.mkdir(mode=0o711, exist_ok=True)
-        runtime_dir = Path(tempfile.mkdtemp(prefix="k", dir=_RUNTIME_ROOT))
+        runtime_dir = (options.runtime_dirs or RuntimeDirs()).create()
         # ipc transport: unix sockets in a private directory. TCP would mean picking free
         # ports and releasing them before the kernel binds, which races under a burst.
         settings = dict(
@@ -175,6 +172,8 @@ class Kernel:
             self._open_channel(name)
         self._tasks.append(asyncio.create_task(self._watch_death()))
         await self._wait_ready()
+        if self.confinement is not None:
+            self.confinement.seal()  # before any code runs: none of ours, none of theirs
         if options.warm_up_code is not None:
             await self.warm_up(options.warm_up_code)
 

@@ -221,6 +221,19 @@ class Confinement:
         ]
         return args
 
+    def seal(self) -> None:
+        """Take the runtime directory back from the kernel, once it has bound its sockets and
+        written its connection file (ipykernel does both before it answers kernel_info).
+
+        It lies on the host's disk, outside the kernel's size-limited mounts: left the
+        kernel's, it could fill the disk there. Its sockets stay bound and connectable.
+        """
+        if self.uid is None:
+            return  # the kernel runs as the gateway's own uid: nothing to take back
+        for path in [self.runtime_dir, *self.runtime_dir.iterdir()]:
+            os.lchown(path, 0, 0)
+        os.chmod(self.runtime_dir, 0o711)
+
     def death_hint(self) -> str | None:
         if self.cgroup is not None and self.cgroup.oom_killed():
             return f"out of memory: the kernel's memory limit is {self.sandbox.config.memory_bytes} bytes"

@@ -355,13 +355,36 @@ async def test_sigkill_of_the_gateway_leaves_no_kernel() -> None:
         assert time.monotonic() < deadline, f"kernel processes outlived the gateway: {alive}"
         await asyncio.sleep(0.1)
     server.stop()
-    # What a killed gateway leaves in its cgroups, the next one sweeps away.
+    # What a killed gateway leaves in its cgroups and its runtime directories (connection
+    # keys included), the next one sweeps away.
+    runtime = Path(connection_file).parent.parent
+    assert runtime.name == str(server.proc.pid) and runtime.exists()
     leftovers = [Path(f"/sys/fs/cgroup/{c}/icotes/{server.proc.pid}") for c in ("memory", "pids")]
     next_server = GatewayServer(pool_size=1)
     try:
         assert not any(p.exists() for p in leftovers)
+        assert not runtime.exists(), "the killed gateway's runtime directories are still there"
     finally:
         assert not next_server.stop()
+
+
+async def test_a_kernel_cannot_write_to_its_runtime_directory(fault_server: GatewayServer, bystander: Client, sandbox: dict) -> None:
+    """It lies on the host's disk, beside the connection file and sockets: the kernel
+    wrote 660 MiB there in 8 s when it was the kernel's."""
+    needs(sandbox, user="per-kernel uid")
+    code = (
+        "import os, sys\n"
+        "folder = os.path.dirname(sys.argv[sys.argv.index('-f') + 1])\n"
+        "for attempt in (lambda: open(os.path.join(folder, 'fill'), 'wb'), lambda: open(sys.argv[sys.argv.index('-f') + 1], 'ab'),\n"
+        "                lambda: os.chmod(folder, 0o777), lambda: os.mkdir(os.path.join(folder, 'd'))):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "        print('wrote')\n"
+        "    except OSError as e:\n"
+        "        print(type(e).__name__)\n"
+    )
+    result = await run_fault(fault_server, code)
+    assert result["output"] == ["PermissionError"] * 4, result["output"]
 
 
 async def test_kernels_that_cannot_start_fail_requests_fast(sandbox: dict) -> None:
