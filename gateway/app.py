@@ -13,6 +13,7 @@ from . import __version__, jupyter, jupyter_sessions, rest, sessions, ws
 from .access import AccessMiddleware
 from .errors import HANDLED, http_error, http_exception
 from .json_bodies import JSONBodies
+from .jupyter_fanout import JupyterClients, Limits
 from .runtime import Runtime
 from .settings import Settings
 
@@ -25,6 +26,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = Runtime(settings)
         app.state.runtime = runtime
         app.state.notebook_sessions = jupyter_sessions.NotebookSessions()
+        app.state.jupyter_clients = JupyterClients(Limits(
+            kernel_bytes=settings.jupyter_queue_bytes, gateway_bytes=settings.jupyter_gateway_queue_bytes,
+            sockets_per_kernel=settings.jupyter_sockets_per_kernel, sockets_per_client=settings.jupyter_sockets_per_client,
+            output_bytes=settings.output_limit,
+        ))
         runtime.start()
         try:
             yield

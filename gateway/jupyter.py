@@ -15,17 +15,16 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
-from jupyter_client.session import Session as JupyterSession
 from pydantic import BaseModel, ConfigDict, Field
 
 from kernels.errors import KernelError, SessionNotFound
-from kernels.events import SessionNotice
 from kernels.session import Session
 
 from . import __version__, jupyter_wire
 from .access import principal_of
 from .channel import SessionChannel
-from .errors import close_code
+from .errors import WS_TRY_AGAIN_LATER, close_code
+from .jupyter_fanout import JupyterClients, Outbox, TooManySockets
 from .runtime import Runtime
 
 log = logging.getLogger("gateway")
@@ -198,9 +197,12 @@ async def kernel_channels(ws: WebSocket, kernel_id: str) -> None:
         await ws.close(code=close_code(exc), reason=str(exc)[:120])
         return
     session = channel.session
-    outbox = _Outbox(session.id, _runtime(ws).settings.jupyter_queue_bytes)
-    stop_tap = session.tap(lambda msg: outbox.put(jupyter_wire.encode(msg, msg["channel"], v1)))
-    stop_listening = session.listen(lambda notice: _on_notice(notice, outbox, v1))
+    clients: JupyterClients = ws.app.state.jupyter_clients
+    try:
+        outbox = clients.join(session, principal_of(ws), v1)
+    except TooManySockets as exc:
+        await ws.close(code=WS_TRY_AGAIN_LATER, reason=str(exc)[:120])
+        return
     session.connections += 1
     sender = asyncio.create_task(_send_all(ws, outbox))
     try:
@@ -212,22 +214,10 @@ async def kernel_channels(ws: WebSocket, kernel_id: str) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        stop_tap()
-        stop_listening()
+        clients.leave(session, outbox)
         session.connections -= 1
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)
-
-
-_STATUS = JupyterSession(key=b"")  # builds the one message the gateway itself sends
-
-
-def _on_notice(notice: SessionNotice, outbox: _Outbox, v1: bool) -> None:
-    """A kernel replaced (death, time-out, restart) is `status: restarting` on iopub, as
-    Jupyter Server tells its clients of a kernel it restarted: their state is gone."""
-    if notice.state == "restarting":
-        msg = _STATUS.msg("status", {"execution_state": "restarting"})
-        outbox.put(jupyter_wire.encode(msg, "iopub", v1))
 
 
 def _pass_to_kernel(session: Session, data: str | bytes | None, v1: bool) -> None:
@@ -245,38 +235,7 @@ def _pass_to_kernel(session: Session, data: str | bytes | None, v1: bool) -> Non
         log.warning("session %s: kernel gone, message dropped", session.id)
 
 
-class _Outbox:
-    """Kernel messages on their way to one Jupyter client, bounded by bytes.
-
-    A pass-through cannot slow a kernel down: its iopub would drop messages past ZMQ's
-    high-water mark anyway. So a client that does not keep up loses messages here too,
-    instead of the gateway holding whatever a flooding kernel sends.
-    """
-
-    def __init__(self, session_id: str, limit: int) -> None:
-        self.session_id = session_id
-        self.limit = limit
-        self._queue: asyncio.Queue[str | bytes] = asyncio.Queue()
-        self._bytes = 0
-        self._dropping = False
-
-    def put(self, frame: str | bytes) -> None:
-        if self._bytes + len(frame) > self.limit:
-            if not self._dropping:
-                log.warning("session %s: Jupyter client is not keeping up; dropping kernel messages", self.session_id)
-            self._dropping = True
-            return
-        self._dropping = False
-        self._bytes += len(frame)
-        self._queue.put_nowait(frame)
-
-    async def get(self) -> str | bytes:
-        frame = await self._queue.get()
-        self._bytes -= len(frame)
-        return frame
-
-
-async def _send_all(ws: WebSocket, outbox: _Outbox) -> None:
+async def _send_all(ws: WebSocket, outbox: Outbox) -> None:
     try:
         while True:
             frame = await outbox.get()

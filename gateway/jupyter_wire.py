@@ -69,6 +69,8 @@ def decode(data: str | bytes, v1: bool) -> tuple[str, dict[str, Any]]:
         return _decode_legacy(data)
     except (ValueError, KeyError, struct.error, TypeError, AttributeError) as exc:
         raise BadFrame(f"malformed Jupyter message: {exc}") from None
+    except RecursionError:  # JSON nested past the interpreter's stack
+        raise BadFrame("malformed Jupyter message: nested too deeply") from None
 
 
 def _decode_v1(data: bytes) -> tuple[str, dict[str, Any]]:

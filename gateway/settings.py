@@ -89,5 +89,8 @@ class Settings(BaseSettings):
     send_queue_frames: int = Field(256, gt=0, description="frames queued per WebSocket before producers wait")
     jupyter_queue_bytes: int = Field(
         16 * 2**20, gt=0,
-        description="bytes of kernel messages queued for a slow Jupyter-protocol client; past it they are dropped, as ZMQ drops iopub",
+        description="bytes of kernel messages queued for all Jupyter-protocol sockets of one kernel; past it they are dropped, as ZMQ drops iopub",
     )
+    jupyter_gateway_queue_bytes: int = Field(128 * 2**20, gt=0, description="...and for those of all kernels together")
+    jupyter_sockets_per_kernel: int = Field(8, gt=0, description="Jupyter-protocol sockets open on one kernel at most")
+    jupyter_sockets_per_client: int = Field(32, gt=0, description="Jupyter-protocol sockets one client (token) has open at most")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -148,6 +149,43 @@ async def test_a_flooding_kernel_and_a_slow_client_cannot_fill_the_gateway() -> 
                 iopub, reply = await execute(ws, "print('still here')", timeout=60)
                 assert reply["content"]["status"] == "ok" and stdout(iopub) == "still here\n"
             assert (await http.delete(f"/api/kernels/{kid}")).status_code == 204
+    finally:
+        assert not server.stop()
+
+
+async def test_many_sockets_that_read_nothing_cannot_fill_the_gateway() -> None:
+    """Once, 20 such sockets on a kernel printing 40 MiB took the gateway from 134 to 471 MB."""
+    server = GatewayServer(pool_size=1, session_grace_s=0, output_limit=10 * 2**20)
+    flood = "import sys\nchunk = ('x' * 1023 + '\\n') * 1024\nfor i in range(40):\n    sys.stdout.write(chunk)\n    sys.stdout.flush()\nprint('done')"
+    try:
+        gateway = psutil.Process(server.proc.pid)
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, contextlib.AsyncExitStack() as stack:
+            kid = (await http.post("/api/kernels", json={"name": "python3"})).json()["id"]
+            url = f"{server.ws_url}/api/kernels/{kid}/channels"
+            reader = await stack.enter_async_context(websockets.connect(url, max_size=None))
+            await execute(reader, "1")
+            idle, refused = [], 0
+            for _ in range(19):  # sockets that never read
+                # (a close handshake with a socket that read nothing would wait out its time-out)
+                ws = await stack.enter_async_context(websockets.connect(url, max_queue=1, max_size=None, close_timeout=0.2))
+                try:
+                    await asyncio.wait_for(ws.recv(), 0.3)
+                    idle.append(ws)
+                except asyncio.TimeoutError:
+                    idle.append(ws)  # open, and silent: the kernel has nothing to say yet
+                except websockets.ConnectionClosed as closed:
+                    assert closed.rcvd.code == 1013 and "jupyter_sockets_per_kernel" in closed.rcvd.reason
+                    refused += 1
+            assert len(idle) == 7 and refused == 12, (len(idle), refused)
+            before = gateway.memory_info().rss
+            iopub, reply = await execute(reader, flood, timeout=120)
+            grown = gateway.memory_info().rss - before
+            assert reply["content"]["status"] == "ok"
+            text = stdout(iopub)
+            # The output limit holds for what passes through too, and says so.
+            assert len(text) <= 10 * 2**20 and "output limit" in text, len(text)
+            assert grown < 48 * 2**20, f"gateway grew by {grown / 2**20:.0f} MB"
+            await http.delete(f"/api/kernels/{kid}")
     finally:
         assert not server.stop()
 
