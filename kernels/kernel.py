@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 from .errors import KernelBusyTimeout, KernelDied, KernelStartFailed
 from . import wire
+from .kernel_stderr import KernelStderr
 from .runtime_dirs import RuntimeDirs
 from .sandbox import Confinement, Sandbox, SandboxedKernelManager
 
@@ -114,6 +116,7 @@ class Kernel:
         self._subshell: asyncio.Task[str | None] | None = None
         self.taps: list[Callable[[dict[str, Any]], None]] = []  # see every message
         self.on_death: list[Callable[[], None]] = []  # called once if the process dies
+        self.stderr: KernelStderr | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -152,11 +155,17 @@ class Kernel:
         return kernel
 
     async def _launch(self, options: LaunchOptions) -> None:
-        await self.manager.start_kernel(
-            env=kernel_environment(options.env),
-            cwd=options.cwd,
-            extra_arguments=options.extra_arguments,
-        )
+        self.stderr = KernelStderr()
+        try:
+            await self.manager.start_kernel(
+                env=kernel_environment(options.env),
+                cwd=options.cwd,
+                extra_arguments=options.extra_arguments,
+                stdout=subprocess.DEVNULL,
+                stderr=self.stderr.write_fd,
+            )
+        finally:
+            self.stderr.launched()
         await self._sockets_bound()
         # The client would otherwise make a ZMQ context of its own: two threads per kernel.
         self.client = self.manager.client(context=_zmq_context())
@@ -190,7 +199,11 @@ class Kernel:
         paths = [Path(f"{info['ip']}-{port}") for port in ports]
         while not all(path.exists() for path in paths):
             if not await self.manager.is_alive():
-                raise KernelStartFailed(f"kernel died while starting: {_death_reason(await self._exit_code())}")
+                await asyncio.sleep(0.05)  # what it said on its way out
+                said = self.stderr.tail() if self.stderr is not None else ""
+                raise KernelStartFailed(
+                    f"kernel died while starting: {_death_reason(await self._exit_code())}" + (f"; it said: {said}" if said else "")
+                )
             await asyncio.sleep(0.005)
 
     async def _wait_ready(self) -> None:
@@ -270,6 +283,8 @@ class Kernel:
             log.exception("kernel shutdown failed")
         self.state = KernelState.DEAD
         self._fail_routes("kernel shut down")
+        if self.stderr is not None:
+            self.stderr.close()
         await self._release_confinement()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
 

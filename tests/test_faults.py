@@ -5,6 +5,7 @@ keeps serving, a bystander session keeps its state, and no process of the faulty
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -433,3 +434,40 @@ async def test_a_reply_the_kernel_never_sends_ends_the_run_and_keeps_the_session
         assert result["errors"] == ["Error: the kernel ended this request without replying to it"]
         assert result.get("execution_count") is None
         assert result_of(await client.run("print(kept)", "after"))["output"] == ["yes"]
+
+
+async def test_a_kernels_own_stdout_and_stderr_never_reach_the_gateways_log(fault_server: GatewayServer, bystander: Client) -> None:
+    """Once, a kernel forged uvicorn's log lines, and 50 MiB written with os.write(1, ...)
+    grew the gateway's log by 52 MB past output_limit."""
+    forged = 'INFO:     127.0.0.1:1 - "POST /execute HTTP/1.1" 200 OK FORGED-BY-A-KERNEL\n'
+    code = (
+        "import os\n"
+        f"line = {forged!r}.encode()\n"
+        "for fd in (1, 2):\n"
+        "    os.write(fd, line)\n"
+        "    for _ in range(10):\n"
+        "        os.write(fd, b'x' * 2**20)\n"
+        "print('written')\n"
+    )
+    before = fault_server.log_path.stat().st_size
+    result = await run_fault(fault_server, code)
+    # ipykernel shows fd-level output as the cell's own: output_limit cuts it there
+    assert result["status"] == "ok" and any("output limit" in e for e in result["errors"])
+    log = fault_server.log()
+    assert "FORGED-BY-A-KERNEL" not in log
+    assert len(log.encode()) - before < 100_000, "the gateway's log grew with the kernel's writes"
+
+
+async def test_a_kernel_that_dies_starting_says_why(tmp_path: Path) -> None:
+    (tmp_path / "crashing").mkdir()
+    (tmp_path / "crashing" / "kernel.json").write_text(json.dumps({
+        "argv": ["/bin/sh", "-c", "echo 'no such module: the-reason-it-gave' >&2; exit 3", "{connection_file}"],
+        "display_name": "Crashing", "language": "crashing",
+    }))
+    server = GatewayServer(pool_size=0, kernelspec_dirs=[str(tmp_path)], languages={"python": "python3", "crashing": "crashing"}, kernel_acquire_timeout=20)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            detail = (await http.post("/execute", json={"code": "1", "language": "crashing"})).json()["detail"]
+        assert "exited with code 3" in detail and "the-reason-it-gave" in detail, detail
+    finally:
+        assert not server.stop()
