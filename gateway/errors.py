@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kernels.errors import (
     CapacityExceeded,
+    ClientQuotaExceeded,
     KernelBusyTimeout,
     KernelDied,
     KernelStartFailed,
@@ -42,6 +43,7 @@ _STATUS: dict[type[Exception], tuple[int, int]] = {
     NoKernelForLanguage: (409, WS_BAD_REQUEST),
     KernelDied: (409, WS_TRY_AGAIN_LATER),
     CapacityExceeded: (503, WS_TRY_AGAIN_LATER),
+    ClientQuotaExceeded: (429, WS_TRY_AGAIN_LATER),
     KernelStartFailed: (503, WS_TRY_AGAIN_LATER),
     KernelBusyTimeout: (504, WS_TRY_AGAIN_LATER),
     ValueError: (400, WS_BAD_REQUEST),  # last: the ValueErrors above are more precise
@@ -61,7 +63,7 @@ def close_code(exc: Exception) -> int:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     status = _codes(exc)[0]
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else None
     return JSONResponse(error_body(request, status, str(exc)), status_code=status, headers=headers)
 
 

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request, Response
 
 from kernels.execution import ExecutionLimits, execute
+from kernels.quotas import ClientQuota
 
 from . import __version__
+from .access import principal_of
 from .frames import Frame, execution_frames, request_ids
 from .models import ApiInfo, ExecuteRequest, ExecutionResult, Health, LanguageInfo
 from .runtime import Runtime
@@ -85,14 +87,15 @@ async def execute_once(body: ExecuteRequest, request: Request) -> Response:
     rt.check_code(body.code)
     spec_name = rt.languages.spec_for(body.language)
     limits = rt.limits(body.timeout)
-    return await respond(_one_shot(rt, spec_name, body, limits), stream)
+    quota = rt.quotas.of(principal_of(request))
+    return await respond(_one_shot(quota, spec_name, body, limits), stream)
 
 
 async def _one_shot(
-    rt: Runtime, spec_name: str, body: ExecuteRequest, limits: ExecutionLimits
+    quota: ClientQuota, spec_name: str, body: ExecuteRequest, limits: ExecutionLimits
 ) -> AsyncIterator[Frame]:
     started = time.monotonic()
-    kernel = await rt.pool.acquire(spec_name)
+    kernel = await quota.acquire(spec_name)
     frame: Frame = {}
     try:
         # No stdin: input() raises at once instead of waiting for an answer nobody can give.
@@ -101,5 +104,5 @@ async def _one_shot(
             yield frame
     finally:
         # Thrown away, never reused; a client that left mid-stream also ends up here.
-        rt.pool.release(kernel)
+        quota.release(kernel)
         log.info("one-shot %s: %s", spec_name, frame.get("status", "abandoned"))

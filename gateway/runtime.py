@@ -15,6 +15,7 @@ from kernels.kernelspecs import kernelspec_manager
 from kernels.languages import Languages
 from kernels.outputs import warm_output_validation
 from kernels.pool import KernelPool
+from kernels.quotas import QuotaLimits, Quotas
 from kernels.runtime_dirs import RuntimeDirs
 from kernels.sandbox import Sandbox, SandboxConfig
 from kernels.sessions import SessionManager
@@ -51,6 +52,16 @@ def sandbox_config(s: Settings) -> SandboxConfig:
     )
 
 
+def quota_limits(s: Settings) -> QuotaLimits:
+    """Each client's share: with several clients, no one of them may take all of it."""
+    several = s.clients() > 1
+    return QuotaLimits(
+        sessions=s.client_max_sessions or (max(1, s.max_sessions // 2) if several else s.max_sessions),
+        kernels=s.client_max_kernels or (max(1, s.max_kernels // 2) if several else s.max_kernels),
+        starts_per_minute=s.client_starts_per_minute if s.client_starts_per_minute is not None else (60 if several else 0),
+    )
+
+
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -66,6 +77,7 @@ class Runtime:
             max_in_use=settings.max_kernels,
         )
         self.sessions = SessionManager(self.pool, self.languages, settings.max_sessions)
+        self.quotas = Quotas(quota_limits(settings), self.pool)
         self.channels: dict[str, SessionChannel] = {}
         self.connections = 0
         self._culler: asyncio.Task[None] | None = None
@@ -110,7 +122,7 @@ class Runtime:
         spec_name: str | None = None,
         env: dict[str, str] | None = None,
     ) -> SessionChannel:
-        session = await self.sessions.create(language, spec_name, env)
+        session = await self.sessions.create(self.quotas.of(owner), language, spec_name, env)
         s = self.settings
         channel = SessionChannel(session, owner, s.session_log_frames, s.session_log_bytes, owned_by_socket)
         self.channels[session.id] = channel

@@ -81,10 +81,19 @@ class Settings(BaseSettings):
     session_log_bytes: int = Field(4 * 2**20, gt=0, description="...and at most this many bytes of them")
     max_sessions: int = Field(100, gt=0, description="live sessions at most, starting ones included")
     max_kernels: int = Field(120, gt=0, description="kernels in use at most (sessions and one-shot runs, starting ones included)")
+    client_max_sessions: int | None = Field(None, gt=0, description="sessions one client (token) may have open; default: max_sessions with one client, half of it with several")
+    client_max_kernels: int | None = Field(None, gt=0, description="kernels one client may hold; default: max_kernels with one client, half of it with several")
+    client_starts_per_minute: int | None = Field(
+        None, ge=0, description="kernels one client may take per minute (sessions, one-shot runs, restarts, new languages); 0: no limit; default: none with one client, 60 with several",
+    )
     max_body_bytes: int = Field(2 * 2**20, gt=0, description="largest request body")
     max_message_bytes: int = Field(2 * 2**20, gt=0, description="largest WebSocket message")
     max_code_bytes: int = Field(1 * 2**20, gt=0, description="largest piece of code")
     kernel_env_allowlist: list[str] = Field(default=[], description="variables besides KERNEL_* that POST /api/kernels may pass to a kernel")
+    def clients(self) -> int:
+        """How many clients tokens name (one when there are none: everybody is one client)."""
+        return max(1, len(self.tokens) + (1 if self.token and self.token not in self.tokens.values() else 0))
+
     ws_compression: bool = Field(False, description="permessage-deflate on WebSockets (saves bandwidth on big outputs, costs CPU on every frame)")
     send_queue_frames: int = Field(256, gt=0, description="frames queued per WebSocket before producers wait")
     jupyter_queue_bytes: int = Field(

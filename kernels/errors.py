@@ -42,3 +42,7 @@ class NoKernelForLanguage(KernelError):
 
 class CapacityExceeded(KernelError):
     """The session or kernel limit is reached (pending starts included): try again later."""
+
+
+class ClientQuotaExceeded(KernelError):
+    """This client is at its own share (sessions, kernels, starts per minute); others are not."""

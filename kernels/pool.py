@@ -7,7 +7,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import CapacityExceeded, KernelStartFailed
 from .kernel import Kernel, LaunchOptions
@@ -34,6 +34,14 @@ class _Spec:
     @property
     def broken(self) -> bool:
         return self.failures >= _FAILURES_TO_GIVE_UP and not self.ready
+
+
+class KernelSource(Protocol):
+    """Where a session's kernels come from: the pool, or a client's quota in front of it."""
+
+    async def acquire(self, spec_name: str) -> Kernel: ...
+
+    def release(self, kernel: Kernel) -> None: ...
 
 
 class KernelPool:

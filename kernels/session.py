@@ -16,7 +16,7 @@ from .events import Event, ExecutionStatus, Finished, Output, SessionNotice, Sta
 from .execution import ExecutionLimits, execute
 from .kernel import Kernel
 from .languages import Languages
-from .pool import KernelPool
+from .quotas import ClientQuota
 from .session_kernels import SessionKernels, Tap
 
 log = logging.getLogger(__name__)
@@ -88,13 +88,14 @@ class Session:
         session_id: str,
         spec_name: str,
         kernel: Kernel,
-        pool: KernelPool,
+        quota: ClientQuota,
         languages: Languages,
         language_chosen: bool = True,
     ) -> None:
         self.id = session_id
         self.languages = languages
-        self.kernels = SessionKernels(pool, spec_name, kernel, self._wake)
+        self.quota = quota  # its client's share: its kernels come through it
+        self.kernels = SessionKernels(quota, spec_name, kernel, self._wake)
         # A session made without a language (a bare /ws) takes the language of its first
         # request instead of keeping a kernel it never used.
         self._language_chosen = language_chosen
@@ -322,6 +323,7 @@ class Session:
         specs = sorted({*self.kernels.specs(), self.spec_name}) if spec_name is None else [spec_name]
         if spec_name is not None and self.kernels.get(spec_name) is None and spec_name != self.spec_name:
             raise NoKernelForLanguage(f"this session has no {self.languages.language_of(spec_name)} kernel to restart")
+        self.quota.check_starts(len(specs))  # refused before anything is stopped
         reason = "the kernel was restarted"
         for request in [r for r in self._queue if r.spec_name in specs]:
             self._queue.remove(request)
@@ -389,6 +391,7 @@ class Session:
             self._queue.popleft().cancel(reason)
         self._listeners.clear()
         self.kernels.release_all()
+        self.quota.session_closed()
 
 
 async def _first(deadline: float, *waits: Any) -> bool:

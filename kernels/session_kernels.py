@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .kernel import Kernel
-from .pool import KernelPool
+from .pool import KernelSource
 
 Tap = Callable[[dict[str, Any]], None]
 
@@ -21,7 +21,7 @@ class SessionKernels:
     kernelspec waits for it: no request can start on a kernel that is being thrown away.
     """
 
-    def __init__(self, pool: KernelPool, primary: str, kernel: Kernel, on_death: Callable[[], None]) -> None:
+    def __init__(self, pool: KernelSource, primary: str, kernel: Kernel, on_death: Callable[[], None]) -> None:
         self._pool = pool
         self.primary = primary
         self._kernels: dict[str, Kernel] = {}
