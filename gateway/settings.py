@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kernels.environment import default_path
+
+
+def _host_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _default_kernel_env() -> str | None:
@@ -61,6 +67,12 @@ class Settings(BaseSettings):
     sandbox: str = Field("auto", pattern="^(auto|strict|off)$", description="kernel confinement: auto (what the host allows, with warnings), strict (all or refuse to start), off")
     memory_limit_bytes: int = Field(2 * 2**30, gt=0, description="cgroup memory limit per kernel")
     pids_limit: int = Field(256, gt=0, description="cgroup limit on processes and threads per kernel")
+    kernels_memory_bytes: int = Field(
+        default_factory=lambda: _host_memory() * 4 // 5, gt=0,
+        description="cgroup memory limit on all kernels together (default: 80% of the host's memory)",
+    )
+    kernels_pids_limit: int = Field(8192, gt=0, description="cgroup limit on processes and threads of all kernels together")
+    cpu_weight: int = Field(100, ge=1, le=10000, description="each kernel's CPU share (cgroup cpu.weight; 100 is the default): one kernel's loop gets no more CPU than another kernel")
     address_space_bytes: int = Field(4 * 2**30, gt=0, description="RLIMIT_AS per kernel (an idle kernel maps ~800 MB)")
     cpu_seconds: int = Field(3600, gt=0, description="RLIMIT_CPU soft limit per kernel; the hard limit is 60 s above")
     nproc_limit: int = Field(256, gt=0, description="RLIMIT_NPROC per kernel uid")

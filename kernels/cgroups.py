@@ -1,7 +1,12 @@
-"""Per-kernel control groups: a memory and a process limit the kernel cannot raise.
+"""Per-kernel control groups: a memory and a process limit the kernel cannot raise, and a
+CPU share, so that one kernel's loop gets no more of the CPU than any other kernel.
 
 Probed once at start-up: cgroup v2 where the memory and pids controllers can be delegated
-to a subtree of ours, v1 where those hierarchies are mounted and writable, else none.
+to a subtree of ours, v1 where those hierarchies are mounted and writable, else none. The
+cpu controller is used where it is there too.
+
+The gateway's own group holds all its kernels and has limits of its own (memory, pids):
+per-kernel limits add up to far more than the host has.
 
 Each gateway keeps its kernels' groups under `icotes/<its pid>/`. At start-up it kills
 whatever is left in the groups of gateways that are gone: a gateway killed with SIGKILL while
@@ -68,12 +73,25 @@ class Cgroup:
         return done
 
 
+@dataclass
+class GroupLimits:
+    """What the gateway's group allows all its kernels together, and each kernel's CPU weight
+    (cgroup v2's scale: 100 is the default, 1 to 10000)."""
+
+    memory_bytes: int
+    pids: int
+    cpu_weight: int = 100
+
+
 class Cgroups:
-    def __init__(self) -> None:
+    def __init__(self, limits: GroupLimits) -> None:
         self.mine = str(os.getpid())
+        self.limits = limits
+        self.cpu = False  # whether kernels get a CPU share
         self.version = self._probe()
         if self.version is not None:
             self._sweep()
+            self._limit_all()
 
     def _probe(self) -> str | None:
         try:
@@ -86,14 +104,16 @@ class Cgroups:
         return None
 
     def _setup_v2(self) -> bool:
-        controllers = _ROOT / "cgroup.controllers"
-        if not controllers.exists() or not {"memory", "pids"} <= set(controllers.read_text().split()):
+        controllers = set((_ROOT / "cgroup.controllers").read_text().split()) if (_ROOT / "cgroup.controllers").exists() else set()
+        if not {"memory", "pids"} <= controllers:
             return False
-        # Each level must hand memory and pids down to the next.
-        (_ROOT / "cgroup.subtree_control").write_text("+memory +pids")
+        wanted = "+memory +pids" + (" +cpu" if "cpu" in controllers else "")
+        # Each level must hand its controllers down to the next.
+        (_ROOT / "cgroup.subtree_control").write_text(wanted)
         for base in (_ROOT / _GROUP, _ROOT / _GROUP / self.mine):
             base.mkdir(exist_ok=True)
-            (base / "cgroup.subtree_control").write_text("+memory +pids")
+            (base / "cgroup.subtree_control").write_text(wanted)
+        self.cpu = "cpu" in (_ROOT / _GROUP / self.mine / "cgroup.subtree_control").read_text().split()
         return True
 
     def _setup_v1(self) -> bool:
@@ -101,12 +121,33 @@ class Cgroups:
             if not (_ROOT / controller / "cgroup.procs").exists():
                 return False
             (_ROOT / controller / _GROUP / self.mine).mkdir(parents=True, exist_ok=True)
+        try:
+            (_ROOT / "cpu" / _GROUP / self.mine).mkdir(parents=True, exist_ok=True)
+            self.cpu = (_ROOT / "cpu" / _GROUP / self.mine / "cpu.shares").exists()
+        except OSError:
+            self.cpu = False
         return True
+
+    def _limit_all(self) -> None:
+        """The limits of the gateway's own group, which hold for all its kernels together."""
+        memory, pids = str(self.limits.memory_bytes), str(self.limits.pids)
+        try:
+            if self.version == "v2":
+                (_ROOT / _GROUP / self.mine / "memory.max").write_text(memory)
+                (_ROOT / _GROUP / self.mine / "pids.max").write_text(pids)
+            else:
+                mine = _ROOT / "memory" / _GROUP / self.mine
+                (mine / "memory.limit_in_bytes").write_text(memory)
+                _write_if_exists(mine / "memory.memsw.limit_in_bytes", memory)
+                (_ROOT / "pids" / _GROUP / self.mine / "pids.max").write_text(pids)
+        except OSError as exc:
+            log.warning("could not limit the kernels' group as a whole: %s", exc)
 
     def _tops(self) -> list[Path]:
         if self.version == "v2":
             return [_ROOT / _GROUP]
-        return [_ROOT / "memory" / _GROUP, _ROOT / "pids" / _GROUP]
+        tops = [_ROOT / "memory" / _GROUP, _ROOT / "pids" / _GROUP]
+        return tops + ([_ROOT / "cpu" / _GROUP] if (_ROOT / "cpu" / _GROUP).is_dir() else [])
 
     def _sweep(self) -> None:
         """Kill and remove what gateways that no longer run left in their groups."""
@@ -148,6 +189,8 @@ class Cgroups:
         (path / "memory.max").write_text(str(memory_bytes))
         _write_if_exists(path / "memory.swap.max", "0")
         (path / "pids.max").write_text(str(pids))
+        if self.cpu:
+            (path / "cpu.weight").write_text(str(self.limits.cpu_weight))
         return Cgroup([path], [path / "cgroup.procs"], [path / "memory.events"])
 
     def _create_v1(self, name: str, memory_bytes: int, pids: int) -> Cgroup:
@@ -159,11 +202,14 @@ class Cgroups:
         # Without this, a kernel over its limit swaps instead of being stopped.
         _write_if_exists(memory / "memory.memsw.limit_in_bytes", str(memory_bytes))
         (pid_group / "pids.max").write_text(str(pids))
-        return Cgroup(
-            [memory, pid_group],
-            [memory / "cgroup.procs", pid_group / "cgroup.procs"],
-            [memory / "memory.oom_control"],
-        )
+        dirs = [memory, pid_group]
+        if self.cpu:
+            cpu = _ROOT / "cpu" / _GROUP / self.mine / name
+            cpu.mkdir()
+            # v1's scale: 1024 is the default share, as v2's weight 100 is
+            (cpu / "cpu.shares").write_text(str(max(2, self.limits.cpu_weight * 1024 // 100)))
+            dirs.append(cpu)
+        return Cgroup(dirs, [d / "cgroup.procs" for d in dirs], [memory / "memory.oom_control"])
 
 
 def owner_alive(name: str) -> bool:

@@ -32,7 +32,7 @@ from typing import Any
 from jupyter_client import AsyncKernelManager
 
 from . import environment
-from .cgroups import Cgroup, Cgroups
+from .cgroups import Cgroup, Cgroups, GroupLimits
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,9 @@ class SandboxConfig:
     mode: str = "auto"  # auto: confine with what works; strict: all or refuse; off: none
     memory_bytes: int = 2 * 2**30  # cgroup memory limit per kernel
     pids: int = 256  # cgroup limit on processes and threads per kernel
+    kernels_memory_bytes: int = 16 * 2**30  # cgroup limits on all kernels together...
+    kernels_pids: int = 8192
+    cpu_weight: int = 100  # each kernel's CPU share (cgroup v2's scale; v1 shares are x10.24)
     address_space_bytes: int = 4 * 2**30  # RLIMIT_AS; an idle kernel maps ~800 MB
     cpu_seconds: int = 3600  # RLIMIT_CPU soft limit (SIGXCPU); hard is 60 s above
     nproc: int = 256  # RLIMIT_NPROC, per uid, so per kernel when uids are distinct
@@ -91,7 +94,8 @@ class Sandbox:
         self.config = config
         self.enabled = config.mode != "off"
         self.probe = _probe(config) if self.enabled else _Probe()
-        self.cgroups = Cgroups() if self.enabled and self.probe.root else None
+        limits = GroupLimits(config.kernels_memory_bytes, config.kernels_pids, config.cpu_weight)
+        self.cgroups = Cgroups(limits) if self.enabled and self.probe.root else None
         if self.enabled and self.cgroups is not None and self.cgroups.version is None:
             self.probe.problems.append("no writable cgroup memory/pids controllers")
         elif self.enabled and self.cgroups is None:
@@ -116,6 +120,9 @@ class Sandbox:
             "cgroup": self.cgroups.version if self.cgroups else None,
             "memory_limit_bytes": c.memory_bytes if self.cgroups and self.cgroups.version else None,
             "pids_limit": c.pids if self.cgroups and self.cgroups.version else None,
+            "all_kernels": {"memory_limit_bytes": c.kernels_memory_bytes, "pids_limit": c.kernels_pids}
+            if self.cgroups and self.cgroups.version else None,
+            "cpu_weight": c.cpu_weight if self.cgroups and self.cgroups.cpu else None,
             "rlimits": {
                 "address_space_bytes": c.address_space_bytes, "cpu_seconds": c.cpu_seconds,
                 "nproc": c.nproc, "file_bytes": c.file_bytes, "open_files": c.open_files,

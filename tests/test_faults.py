@@ -41,6 +41,8 @@ def fault_server() -> Iterator[GatewayServer]:
             tmp_bytes=32 * 2**20,
             nproc_limit=64,
             pids_limit=64,
+            kernels_memory_bytes=3 * 2**30,
+            kernels_pids_limit=512,
         )
     finally:
         del os.environ["ICOTES_TEST_SECRET"]
@@ -471,3 +473,31 @@ async def test_a_kernel_that_dies_starting_says_why(tmp_path: Path) -> None:
         assert "exited with code 3" in detail and "the-reason-it-gave" in detail, detail
     finally:
         assert not server.stop()
+
+
+async def test_kernels_share_the_cpu_and_are_bounded_together(fault_server: GatewayServer, sandbox: dict) -> None:
+    """Per-kernel limits add up to more than the host: the gateway's group bounds them all;
+    and each kernel is a group of its own with an equal CPU share."""
+    needs(sandbox, cgroup=sandbox.get("cgroup") or "v1")
+    assert sandbox["all_kernels"] == {"memory_limit_bytes": 3 * 2**30, "pids_limit": 512}
+    async with connect(fault_server) as client:
+        connection_file = result_of(await client.run(WHOAMI))["output"][0]
+        kernel = next(p for p in processes_of(connection_file) if "ipykernel_launcher" in p.cmdline())
+        groups = dict(line.split(":", 2)[1:] for line in Path(f"/proc/{kernel.pid}/cgroup").read_text().splitlines())
+    mine = f"/icotes/{fault_server.proc.pid}"
+    if sandbox["cgroup"] == "v2":
+        group = Path("/sys/fs/cgroup" + groups[""])
+        assert group.parent == Path(f"/sys/fs/cgroup{mine}")
+        assert (group.parent / "memory.max").read_text().strip() == str(3 * 2**30)
+        assert (group.parent / "pids.max").read_text().strip() == "512"
+        if sandbox["cpu_weight"]:
+            assert (group / "cpu.weight").read_text().strip() == "100"
+    else:
+        memory = Path("/sys/fs/cgroup/memory" + groups["memory"])
+        assert memory.parent == Path(f"/sys/fs/cgroup/memory{mine}")
+        assert (memory.parent / "memory.limit_in_bytes").read_text().strip() == str(3 * 2**30)
+        assert (Path(f"/sys/fs/cgroup/pids{mine}") / "pids.max").read_text().strip() == "512"
+        if sandbox["cpu_weight"]:
+            cpu_key = next(k for k in groups if "cpu" in k.split(","))
+            cpu = Path("/sys/fs/cgroup/cpu" + groups[cpu_key])  # "cpu,cpuacct" is linked as "cpu"
+            assert cpu.parent.name == str(fault_server.proc.pid) and (cpu / "cpu.shares").read_text().strip() == "1024"
