@@ -70,8 +70,8 @@ class Runtime:
         self.settings = settings
         specs = kernelspec_manager(settings.kernel_env, settings.kernelspec_dirs)
         self.languages = Languages(settings.languages, settings.default_language, specs)
-        self.sandbox = Sandbox(sandbox_config(settings))
         self.runtime_dirs = RuntimeDirs()
+        self.sandbox = Sandbox(sandbox_config(settings), self.runtime_dirs.mine)
         self.pool = KernelPool(
             self.launch_options,
             size=settings.pool_size,

@@ -31,7 +31,7 @@ from typing import Any
 
 from jupyter_client import AsyncKernelManager
 
-from . import environment
+from . import environment, seccomp
 from .cgroups import Cgroup, Cgroups, GroupLimits
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,12 @@ _ETC_FILES = (
 
 # Runs right after `setpriv --pdeathsig KILL`: quits if the gateway died before that took
 # hold (the one window the death signal cannot cover), enters the cgroups named before "--",
-# gives the runtime dir to the kernel's uid, then becomes the rest of its arguments.
-# Data is passed as arguments, never spliced into code.
-_ENTER = 'parent=$1; dir=$2; owner=$3; shift 3\n' \
+# gives the runtime dir to the kernel's uid, opens the seccomp filter as fd 9 for bwrap,
+# then becomes the rest of its arguments. Data is passed as arguments, never spliced into code.
+SECCOMP_FD = 9  # POSIX sh redirects single-digit fds only
+_ENTER = 'parent=$1; dir=$2; owner=$3; filter=$4; shift 4\n' \
     '[ "$PPID" = "$parent" ] || exit 1\n' \
+    f'[ -z "$filter" ] || exec {SECCOMP_FD}<"$filter"\n' \
     'while [ "$1" != "--" ]; do echo $$ > "$1"; shift; done; shift\n' \
     '[ -z "$owner" ] || chown -R "$owner" "$dir"\n' \
     'exec "$@"'
@@ -86,14 +88,16 @@ class _Probe:
     root: bool = False
     setpriv: str | None = None
     prlimit: str | None = None
+    seccomp: Path | None = None  # the filter's BPF, where it works
     problems: list[str] = field(default_factory=list)
 
 
 class Sandbox:
-    def __init__(self, config: SandboxConfig) -> None:
+    def __init__(self, config: SandboxConfig, state_dir: Path) -> None:
+        """`state_dir`: where the gateway keeps what its kernels' sandboxes read (root's)."""
         self.config = config
         self.enabled = config.mode != "off"
-        self.probe = _probe(config) if self.enabled else _Probe()
+        self.probe = _probe(config, state_dir / "seccomp.bpf") if self.enabled else _Probe()
         limits = GroupLimits(config.kernels_memory_bytes, config.kernels_pids, config.cpu_weight)
         self.cgroups = Cgroups(limits) if self.enabled and self.probe.root else None
         if self.enabled and self.cgroups is not None and self.cgroups.version is None:
@@ -127,6 +131,7 @@ class Sandbox:
                 "address_space_bytes": c.address_space_bytes, "cpu_seconds": c.cpu_seconds,
                 "nproc": c.nproc, "file_bytes": c.file_bytes, "open_files": c.open_files,
             } if self.enabled and p.prlimit else None,
+            "seccomp": "filter" if confined and p.seccomp else None,
             "tmp_bytes": c.tmp_bytes if confined else None,
             "scratch_bytes": c.scratch_bytes if confined else None,
             "problems": p.problems,
@@ -163,7 +168,8 @@ class Confinement:
             chain += [probe.setpriv, "--pdeathsig", "KILL", "--"]
         owner = f"{self.uid}:{self.uid}" if self.uid is not None else ""
         procs = [str(p) for p in self.cgroup.procs] if self.cgroup else []
-        chain += ["/bin/sh", "-c", _ENTER, "sh", str(os.getpid()), str(self.runtime_dir), owner, *procs, "--"]
+        seccomp = str(probe.seccomp) if probe.seccomp else ""
+        chain += ["/bin/sh", "-c", _ENTER, "sh", str(os.getpid()), str(self.runtime_dir), owner, seccomp, *procs, "--"]
         if probe.prlimit:
             chain += [
                 probe.prlimit,
@@ -190,6 +196,8 @@ class Confinement:
         """bwrap's arguments up to the command: what the kernel sees of the machine."""
         config = self.sandbox.config
         args = [bwrap, *_namespaces(self.sandbox.probe.root)]
+        if self.sandbox.probe.seccomp:
+            args += ["--seccomp", str(SECCOMP_FD)]
         args += [
             "--die-with-parent", "--new-session", "--hostname", "kernel",
             "--ro-bind", "/usr", "/usr",
@@ -318,7 +326,7 @@ def _pip_settings(network: bool) -> list[str]:
     return [arg for key, value in env.items() for arg in ("--setenv", key, value)]
 
 
-def _probe(config: SandboxConfig) -> _Probe:
+def _probe(config: SandboxConfig, filter_path: Path) -> _Probe:
     probe = _Probe(root=os.geteuid() == 0)
     probe.prlimit = shutil.which("prlimit")
     if probe.prlimit is None:
@@ -333,18 +341,46 @@ def _probe(config: SandboxConfig) -> _Probe:
         probe.problems.append("bubblewrap cannot create namespaces here: kernels see the host")
     else:
         probe.bwrap = bwrap
+        problem = seccomp.write_filter(filter_path) or _filter_works(bwrap, probe.root, filter_path)
+        if problem:
+            probe.problems.append(problem)
+        else:
+            probe.seccomp = filter_path
     return probe
+
+
+def _sandboxed(bwrap: str, root: bool, *extra: str) -> list[str]:
+    """The least bwrap command line that runs a program of /usr in namespaces."""
+    return [
+        bwrap, *_namespaces(root), "--die-with-parent",
+        "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+        "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", *extra,
+    ]
 
 
 def _bwrap_works(bwrap: str, setpriv: str | None, uid: int) -> bool:
     drop = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"] if setpriv else []
-    cmd = [
-        bwrap, *_namespaces(setpriv is not None), "--die-with-parent",
-        "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-        "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev",
-        *drop, "/usr/bin/true",
-    ]
+    return _exit_code(_sandboxed(bwrap, setpriv is not None, *drop, "/usr/bin/true")) == 0
+
+
+def _filter_works(bwrap: str, root: bool, filter_path: Path) -> str | None:
+    """None if, under the filter, a program runs and a user namespace cannot be made."""
+    with filter_path.open("rb") as bpf:
+        seccomp_args = ("--seccomp", str(bpf.fileno()))
+        runs = _exit_code(_sandboxed(bwrap, root, *seccomp_args, "/usr/bin/true"), bpf.fileno())
+        escapes = _exit_code(_sandboxed(bwrap, root, *seccomp_args, "/usr/bin/unshare", "-U", "/usr/bin/true"), bpf.fileno())
+    if runs != 0:
+        return "no seccomp filter: bwrap would not run a program under it"
+    if escapes == 0:
+        return "no seccomp filter: it did not stop a new user namespace"
+    return None
+
+
+def _exit_code(cmd: list[str], fd: int | None = None) -> int | None:
     try:
-        return subprocess.run(cmd, capture_output=True, timeout=10, cwd=tempfile.gettempdir()).returncode == 0
+        done = subprocess.run(
+            cmd, capture_output=True, timeout=10, cwd=tempfile.gettempdir(), pass_fds=(fd,) if fd is not None else (),
+        )
     except (OSError, subprocess.TimeoutExpired):
-        return False
+        return None
+    return done.returncode

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -501,3 +502,31 @@ async def test_kernels_share_the_cpu_and_are_bounded_together(fault_server: Gate
             cpu_key = next(k for k in groups if "cpu" in k.split(","))
             cpu = Path("/sys/fs/cgroup/cpu" + groups[cpu_key])  # "cpu,cpuacct" is linked as "cpu"
             assert cpu.parent.name == str(fault_server.proc.pid) and (cpu / "cpu.shares").read_text().strip() == "1024"
+
+
+async def test_the_system_calls_container_runtimes_deny_fail_in_a_kernel(fault_server: GatewayServer, bystander: Client, sandbox: dict) -> None:
+    needs(sandbox, seccomp="filter")
+    code = (
+        "import ctypes, errno, os, subprocess, threading\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "def call(number, *args):\n"
+        "    result = libc.syscall(number, *args)\n"
+        "    return 'allowed' if result >= 0 else errno.errorcode[ctypes.get_errno()]\n"
+        "params = ctypes.create_string_buffer(120)\n"
+        # x86-64 numbers: io_uring_setup, bpf, keyctl, perf_event_open, ptrace, unshare(CLONE_NEWUSER)
+        "print(call(425, 1, ctypes.byref(params)), call(321, 0, 0, 0), call(250, 0, 0), call(298, 0, 0, -1, -1, 0),\n"
+        "      call(101, 16, 1, 0, 0), call(272, 0x10000000))\n"
+        "print(subprocess.run(['unshare', '-U', 'true'], capture_output=True).returncode != 0)\n"
+        "print(subprocess.run(['unshare', '-Ur', 'true'], capture_output=True).returncode != 0)\n"
+        # what code does every day still works: threads, processes
+        "t = threading.Thread(target=lambda: None); t.start(); t.join()\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    os._exit(7)\n"
+        "print(subprocess.run(['true']).returncode, os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))\n"
+    )
+    if platform.machine() != "x86_64":
+        pytest.skip("the system call numbers are x86-64's")
+    result = await run_fault(fault_server, code)
+    assert result["status"] == "ok", result["errors"]
+    assert result["output"] == ["EPERM EPERM EPERM EPERM EPERM EPERM", "True", "True", "0 7"], result["output"]
