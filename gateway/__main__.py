@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import secrets
 
 import uvicorn
@@ -13,6 +14,18 @@ from .settings import Settings
 
 log = logging.getLogger("gateway")
 
+# `?token=` in a logged URL would put the secret in every log that keeps it.
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"]*")
+
+
+class RedactTokens(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN_IN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = _TOKEN_IN_QUERY.sub(r"\1[redacted]", record.msg)
+        return True
+
 
 def main() -> None:
     settings = Settings(_cli_parse_args=True, _cli_prog_name="python -m gateway")
@@ -20,6 +33,8 @@ def main() -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     ensure_token(settings)
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).addFilter(RedactTokens())
     uvicorn.run(
         create_app(settings),
         host=settings.host,

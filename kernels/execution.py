@@ -15,9 +15,44 @@ from .kernel import DIED, Kernel
 from .outputs import event_from_iopub
 
 
-# The kernel sends its reply before `idle`, but on another socket: how long to wait for it
-# once `idle` has come.
+# The kernel's `idle` comes on iopub, its replies on shell: once the fence's reply has come,
+# how long `idle` may still take (iopub drops messages past its high-water mark).
 _REPLY_GRACE = 2.0
+# Once `idle` has come, how long to wait for the fence before sending it again.
+_FENCE_GRACE = 2.0
+
+
+class _Fence:
+    """A `kernel_info_request` sent on shell right behind the execute_request.
+
+    The kernel handles shell requests one after the other, so it answers this one only once
+    the request's code has ended, and on the same socket as, and after, the request's own
+    reply. Code in the kernel holds the key and can forge its request's `idle` and reply
+    while it runs on (to end its run early, past its time-out); it cannot answer for the
+    fence without rewriting ipykernel's own dispatch. A fence that an interrupt made the
+    kernel drop (see `_finished`) is sent again.
+    """
+
+    def __init__(self, kernel: Kernel, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self.kernel = kernel
+        self.queue = queue
+        self.ids: list[str] = []
+        self.passed = False
+        self.resend_at = float("inf")
+
+    def send(self) -> None:
+        msg = self.kernel.client.session.msg("kernel_info_request", {})
+        self.ids.append(msg["header"]["msg_id"])
+        self.kernel.subscribe(self.ids[-1], self.queue)
+        self.kernel.send("shell", msg)
+        self.resend_at = time.monotonic() + _FENCE_GRACE
+
+    def owns(self, msg: dict[str, Any]) -> bool:
+        return msg.get("parent_header", {}).get("msg_id") in self.ids
+
+    def close(self) -> None:
+        for msg_id in self.ids:
+            self.kernel.unsubscribe(msg_id)
 
 
 @dataclass
@@ -34,9 +69,10 @@ async def execute(
 ) -> AsyncIterator[Event]:
     """Yield the events of one execute_request; the last one is always `Finished`.
 
-    It ends when both iopub's `status: idle` and the shell `execute_reply` have arrived,
-    when `idle` came and the reply did not follow within `_REPLY_GRACE`, when the kernel
-    dies, or when the time-out's interrupt grace period runs out.
+    It ends when iopub's `status: idle` and the reply of the fence sent behind the request
+    (see `_Fence`) have arrived (the execute_reply comes before the fence's, or was dropped),
+    or the fence's reply and not `idle` within `_REPLY_GRACE`; when the kernel dies; or when
+    the time-out's interrupt grace period runs out.
     """
     run = _Execution(kernel, limits)
     async for event in run.events(code, allow_stdin):
@@ -66,33 +102,35 @@ class _Execution:
             # Each request is its own cell: an error must not abort the ones queued after it.
             "stop_on_error": False,
         }
-        client = self.kernel.client
-        msg = client.session.msg("execute_request", content)
+        msg = self.kernel.client.session.msg("execute_request", content)
         msg_id = msg["header"]["msg_id"]
         queue = self.kernel.subscribe(msg_id)
+        fence = _Fence(self.kernel, queue)
         try:
             self.kernel.send("shell", msg)
-            async for event in self._read(queue):
+            fence.send()
+            async for event in self._read(queue, fence):
                 yield event
         finally:
             self.kernel.unsubscribe(msg_id)
+            fence.close()
 
-    async def _read(self, queue: asyncio.Queue[dict[str, Any]]) -> AsyncIterator[Event]:
+    async def _read(self, queue: asyncio.Queue[dict[str, Any]], fence: _Fence) -> AsyncIterator[Event]:
         deadline = time.monotonic() + self.limits.timeout
         reply: dict[str, Any] | None = None
         idle = False
-        unanswered_at = float("inf")  # when to stop waiting for a reply after `idle`
-        while reply is None or not idle:
-            msg = await self._next(queue, min(deadline, unanswered_at))
+        settle_at = float("inf")  # the fence has passed: how long `idle` may still take
+        while not (idle and fence.passed):
+            msg = await self._next(queue, min(deadline, settle_at, fence.resend_at if idle else deadline))
             if msg is None:  # the held-back stream's window passed, or a deadline did
+                now = time.monotonic()
                 if self.pending is not None and self._window_passed():
                     yield self._flush()
-                elif time.monotonic() >= unanswered_at:
-                    for event in self._closing():
-                        yield event
-                    yield self._finished(None)
-                    return
-                elif time.monotonic() >= deadline:
+                elif now >= settle_at:  # iopub dropped `idle`: the fence says it is over
+                    break
+                elif idle and now >= fence.resend_at:
+                    fence.send()  # an interrupt can make the kernel drop it; if not, the code runs on
+                elif now >= deadline:
                     if self.timed_out:
                         for event in self._closing():
                             yield event
@@ -107,6 +145,11 @@ class _Execution:
                     yield event
                 yield Finished(ExecutionStatus.DIED, None, self._death_reason(), kernel_lost=True)
                 return
+            if fence.owns(msg):
+                if msg["channel"] == "shell":
+                    fence.passed = True
+                    settle_at = time.monotonic() + _REPLY_GRACE
+                continue
             channel = msg["channel"]
             if channel == "shell":
                 reply = msg["content"]
@@ -117,11 +160,9 @@ class _Execution:
                     c = msg["content"]
                     yield InputRequest(c.get("prompt", ""), bool(c.get("password", False)))
             elif msg["msg_type"] == "status":
-                state = msg["content"]["execution_state"]
-                idle = state == "idle"
-                if idle:
-                    if reply is None:
-                        unanswered_at = time.monotonic() + _REPLY_GRACE
+                state = msg["content"].get("execution_state")
+                idle = idle or state == "idle"
+                if state == "idle":
                     for event in self._flush_all():
                         yield event
                 yield Status(state)

@@ -332,8 +332,9 @@ class Kernel:
 
     # -- message routing ---------------------------------------------------------------
 
-    def subscribe(self, msg_id: str) -> asyncio.Queue[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    def subscribe(self, msg_id: str, queue: asyncio.Queue[dict[str, Any]] | None = None) -> asyncio.Queue[dict[str, Any]]:
+        """The queue the messages answering `msg_id` go to: a new one, or `queue`."""
+        queue = queue if queue is not None else asyncio.Queue()
         self._routes[msg_id] = queue
         if self._died.is_set():
             queue.put_nowait(DIED)
@@ -359,25 +360,37 @@ class Kernel:
         # pyzmq's future per message costs more than deserialising it. A burst is bounded,
         # then the loop gets a turn: a kernel that floods must not starve other sessions.
         while True:
-            self._route(name, await socket.recv_multipart())
+            self._route_safely(name, await socket.recv_multipart())
             for _ in range(_BURST):
                 try:
                     raw = view.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self._route(name, raw)
+                self._route_safely(name, raw)
             else:
                 await asyncio.sleep(0)
+
+    def _route_safely(self, name: str, raw: list[bytes]) -> None:
+        """Route one message; whatever goes wrong with it, the pump goes on (a pump that
+        stopped would leave every later request of this kernel waiting for nothing)."""
+        try:
+            self._route(name, raw)
+        except Exception:
+            log.exception("kernel %s: a %s message could not be routed", self.runtime_dir.name, name)
 
     def _route(self, name: str, raw: list[bytes]) -> None:
         session = self.client.session
         try:
             msg = session.deserialize(session.feed_identities(raw)[1])
-        except (ValueError, KeyError) as exc:  # a bad signature or a garbled message
-            log.warning("kernel %s: dropped an unreadable %s message: %s", self.runtime_dir.name, name, exc)
+        except Exception as exc:  # a bad signature, or a garbled message: whatever it raises
+            log.warning("kernel %s: dropped an unreadable %s message: %s", self.runtime_dir.name, name, type(exc).__name__)
+            return
+        if not _well_formed(msg):
+            # Signed, so from the kernel, but not a Jupyter message: its code can send anything.
+            log.warning("kernel %s: dropped a malformed %s message", self.runtime_dir.name, name)
             return
         msg["channel"] = name
-        parent = msg.get("parent_header", {}).get("msg_id")
+        parent = msg["parent_header"].get("msg_id")
         if name == "iopub":
             if msg["msg_type"] == "status":
                 self._track_status(msg, parent)
@@ -385,7 +398,7 @@ class Kernel:
                 self._running_request = parent
                 self.running_since = time.monotonic()
                 self.running_code.set()
-        queue = self._routes.get(parent)
+        queue = self._routes.get(parent) if isinstance(parent, str) else None
         if queue is not None:
             queue.put_nowait(msg)
         for tap in self.taps:
@@ -471,6 +484,14 @@ class Kernel:
         except KernelBusyTimeout:
             return None
         return reply.get("subshell_id")
+
+
+def _well_formed(msg: dict[str, Any]) -> bool:
+    """What every reader of kernel messages relies on: the parts are objects, the type a string."""
+    return (
+        isinstance(msg.get("msg_type"), str)
+        and all(isinstance(msg.get(part), dict) for part in ("header", "parent_header", "metadata", "content"))
+    )
 
 
 _SIGNALS = {s.value for s in signal.Signals}

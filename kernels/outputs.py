@@ -41,6 +41,8 @@ def _event(msg: dict[str, Any]) -> Event | None:
     content = msg["content"]
     if msg_type == "stream" and (output := _stream(content)) is not None:
         return Output(output, None)
+    if msg_type == "stream" and content.get("name") not in STREAM_NAMES:
+        raise ValidationError(f"stream name {content.get('name')!r} is neither stdout nor stderr")
     if msg_type in OUTPUT_TYPES:
         display_id = (content.get("transient") or {}).get("display_id")
         return Output(output_from_msg(msg), display_id)

@@ -67,6 +67,7 @@ async def test_websocket_refused_without_the_token_before_any_kernel(guarded: Ga
     assert after["sessions"] == 0 and after["kernels"]["in_use"] == before["in_use"]
     async with connect(guarded, f"/ws?token={TOKEN}") as client:
         assert result_of(await client.run("print('in')"))["output"] == ["in"]
+    assert TOKEN not in guarded.log() and "token=[redacted]" in guarded.log(), "the access log keeps the token"
     async with connect(guarded, additional_headers=bearer(TOKEN)) as client:
         assert result_of(await client.run("print('in')"))["output"] == ["in"]
 

@@ -530,3 +530,54 @@ async def test_the_system_calls_container_runtimes_deny_fail_in_a_kernel(fault_s
     result = await run_fault(fault_server, code)
     assert result["status"] == "ok", result["errors"]
     assert result["output"] == ["EPERM EPERM EPERM EPERM EPERM EPERM", "True", "True", "0 7"], result["output"]
+
+
+async def test_code_that_forges_the_end_of_its_run_still_has_a_time_out(fault_server: GatewayServer, bystander: Client) -> None:
+    """Code in the kernel holds the key: it can send its own request's `idle` and reply."""
+    forge = (
+        "k = get_ipython().kernel\n"
+        "parent = k.get_parent()\n"
+        "reply = {'status': 'ok', 'execution_count': 1, 'user_expressions': {}, 'payload': []}\n"
+        "k.session.send(k.shell_stream, 'execute_reply', reply, parent=parent, ident=k._parent_ident['shell'])\n"
+        "k.session.send(k.iopub_socket, 'status', {'execution_state': 'idle'}, parent=parent)\n"
+        "import time\n"
+        "time.sleep(30)\n"
+    )
+    async with connect(fault_server) as client:
+        started = time.monotonic()
+        result = result_of(await client.run(forge, "forged", timeout=2, wait=40))
+        assert result["status"] == "timeout", result
+        assert time.monotonic() - started < 15
+        assert result_of(await client.run("print('after')", "after"))["output"] == ["after"]
+
+
+async def test_malformed_messages_a_kernel_signs_are_dropped_and_the_run_goes_on(fault_server: GatewayServer, bystander: Client) -> None:
+    """Once, one such message stopped the session's reader, and the run hung to its time-out."""
+    code = (
+        "k = get_ipython().kernel\n"
+        "parent = k.get_parent()\n"
+        "k.session.send(k.iopub_socket, 'status', b'[1, 2]', parent=parent)\n"
+        "k.session.send(k.iopub_socket, 'stream', {'name': 'stdlog', 'text': 'forged'}, parent=parent)\n"
+        "k.session.send(k.iopub_socket, 'display_data', {'data': 7, 'metadata': {}}, parent=parent)\n"
+        "print('after the forgery')\n"
+    )
+    async with connect(fault_server) as client:
+        started = time.monotonic()
+        result = result_of(await client.run(code, "forged", timeout=30))
+        assert time.monotonic() - started < 10
+        assert result["status"] == "ok" and result["output"] == ["after the forgery"], result
+        assert all(o.get("name") in ("stdout", "stderr") for o in result["outputs"] if o["output_type"] == "stream")
+        assert sum("dropped a malformed" in e for e in result["errors"]) == 2, result["errors"]
+        assert result_of(await client.run("print('next')", "next"))["output"] == ["next"]
+
+
+async def test_a_kernel_reads_the_hosts_small_files_but_learns_nothing_of_the_gateway(fault_server: GatewayServer, bystander: Client, sandbox: dict) -> None:
+    needs(sandbox, namespaces="bubblewrap")
+    code = (
+        "import os, ssl, time\n"
+        "print(open('/etc/hosts').read().split()[0], os.path.isdir('/etc/ssl'), time.tzname[0] != '')\n"
+        "seen = open('/proc/1/cmdline').read() + open('/proc/self/mountinfo').read() + open('/proc/self/cmdline').read()\n"
+        f"print({str(ROOT)!r} in seen)\n"
+    )
+    result = await run_fault(fault_server, code)
+    assert result["output"] == ["127.0.0.1 True True", "False"], result

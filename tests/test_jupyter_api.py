@@ -357,6 +357,7 @@ async def test_messages_without_a_channel_are_shell_messages(gateway: GatewaySer
         kid = (await http.post("/api/kernels", json={"name": "python3"})).json()["id"]
         try:
             async with websockets.connect(f"{gateway.ws_url}/api/kernels/{kid}/channels", additional_headers=auth()) as ws:
+                await ws.send("[" * 100_000 + "]" * 100_000)  # dropped, and the socket stays
                 info = message("kernel_info_request", {})
                 del info["channel"]
                 await ws.send(json.dumps(info))

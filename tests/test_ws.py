@@ -98,6 +98,8 @@ async def test_bad_messages_get_error_frames_and_the_socket_stays(server: Gatewa
         await client.send({"type": "execute_code", "code": "1", "language": "cobol", "id": "l"})
         frame = (await client.until(lambda f: f["type"] == "execution_result"))[0]
         assert frame["type"] == "error" and "cobol" in frame["message"] and "python" in frame["message"]
+        await client.send("[" * 100_000 + "]" * 100_000)  # once, a RecursionError dropped the socket
+        assert "nested too deeply" in (await client.recv())["message"]
         await client.ws.send(b"\x00\x01")
         assert "binary" in (await client.recv())["message"]
         await client.send({"type": "ping"})
