@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,12 +15,16 @@ from .events import Event, ExecutionStatus, Finished, InputRequest, Output, Stat
 from .kernel import DIED, Kernel
 from .outputs import event_from_iopub
 
+log = logging.getLogger(__name__)
+
 
 # The kernel's `idle` comes on iopub, its replies on shell: once the fence's reply has come,
 # how long `idle` may still take (iopub drops messages past its high-water mark).
 _REPLY_GRACE = 2.0
 # Once `idle` has come, how long to wait for the fence before sending it again.
 _FENCE_GRACE = 2.0
+# A kernel that says nothing at all about a request for this long is reported in the log.
+_SILENT_S = 10.0
 
 
 class _Fence:
@@ -120,12 +125,16 @@ class _Execution:
         reply: dict[str, Any] | None = None
         idle = False
         settle_at = float("inf")  # the fence has passed: how long `idle` may still take
+        silent_at = time.monotonic() + _SILENT_S  # nothing at all from the kernel by then: say so
         while not (idle and fence.passed):
-            msg = await self._next(queue, min(deadline, settle_at, fence.resend_at if idle else deadline))
+            msg = await self._next(queue, min(deadline, settle_at, fence.resend_at if idle else deadline, silent_at))
             if msg is None:  # the held-back stream's window passed, or a deadline did
                 now = time.monotonic()
                 if self.pending is not None and self._window_passed():
                     yield self._flush()
+                elif now >= silent_at:
+                    silent_at = float("inf")
+                    self._report_silence()
                 elif now >= settle_at:  # iopub dropped `idle`: the fence says it is over
                     break
                 elif idle and now >= fence.resend_at:
@@ -140,6 +149,7 @@ class _Execution:
                     await self.kernel.interrupt()
                     deadline = time.monotonic() + self.limits.interrupt_grace
                 continue
+            silent_at = float("inf")
             if msg is DIED:
                 for event in self._closing():
                     yield event
@@ -279,6 +289,16 @@ class _Execution:
         if status == "aborted":
             return Finished(ExecutionStatus.CANCELLED, count, "the kernel aborted this request")
         return Finished(ExecutionStatus.ERROR, count)
+
+    def _report_silence(self) -> None:
+        """For the operator: a kernel that has not even said `busy` is stuck before the
+        user's code (the time-out still ends the run)."""
+        stderr = self.kernel.stderr
+        log.warning(
+            "kernel %s has sent nothing for %g s about a request (alive: %s; it wrote %d bytes to stderr, last: %r)",
+            self.kernel.runtime_dir.name, _SILENT_S, not self.kernel.is_dead,
+            stderr.total if stderr else 0, stderr.tail(300) if stderr else "",
+        )
 
     def _given_up(self) -> Finished:
         reason = (

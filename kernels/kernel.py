@@ -112,6 +112,7 @@ class Kernel:
         self._routes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._views: dict[str, zmq.Socket] = {}  # plain views of the connected channels' sockets
+        self._sockets: dict[str, zmq.asyncio.Socket] = {}  # ...and the asyncio sockets they view
         self._died = asyncio.Event()
         self._subshell: asyncio.Task[str | None] | None = None
         self.taps: list[Callable[[dict[str, Any]], None]] = []  # see every message
@@ -276,6 +277,7 @@ class Kernel:
         for name in self._views:
             getattr(self.client, f"{name}_channel").stop()
         self._views = {}
+        self._sockets = {}
         try:
             if self.manager.has_kernel:
                 await self.manager.shutdown_kernel(now=True)
@@ -346,7 +348,7 @@ class Kernel:
     def _open_channel(self, name: str) -> zmq.Socket:
         """Connect a channel (jupyter_client does it on first access), start reading it,
         and keep a plain view of its socket for sending."""
-        socket = getattr(self.client, f"{name}_channel").socket
+        socket = self._sockets[name] = getattr(self.client, f"{name}_channel").socket
         view = self._views[name] = zmq.Socket.shadow(socket.underlying)
         # A send that would block (a kernel not reading: a thousand messages queued) fails
         # at once instead of stopping the event loop, and with it every session.
@@ -429,6 +431,12 @@ class Kernel:
             self.client.session.send(view, msg)
         except zmq.Again:
             raise KernelBusyTimeout(f"the kernel is not reading its {channel} messages") from None
+        finally:
+            # zmq's FD is edge-triggered, and a send can take in what the kernel sent
+            # meanwhile, consuming the edge the pump's pending recv waits for: the asyncio
+            # socket learns of it only through its own calls. Asking it for its events makes
+            # it look again (pyzmq's own way). Without this, a reply could sit unread for good.
+            self._sockets[channel].get(zmq.EVENTS)
 
     async def request(
         self,
