@@ -28,7 +28,7 @@ _SILENT_S = 10.0
 
 
 class _Fence:
-    """A `kernel_info_request` sent on shell right behind the execute_request.
+    """A small shell request (`comm_info_request`) sent right behind the execute_request.
 
     The kernel handles shell requests one after the other, so it answers this one only once
     the request's code has ended, and on the same socket as, and after, the request's own
@@ -46,7 +46,8 @@ class _Fence:
         self.resend_at = float("inf")
 
     def send(self) -> None:
-        msg = self.kernel.client.session.msg("kernel_info_request", {})
+        # comm_info for a target nobody has: the smallest reply a kernel sends
+        msg = self.kernel.client.session.msg("comm_info_request", {"target_name": "icotes.fence"})
         self.ids.append(msg["header"]["msg_id"])
         self.kernel.subscribe(self.ids[-1], self.queue)
         self.kernel.send("shell", msg)

@@ -434,9 +434,11 @@ class Kernel:
         finally:
             # zmq's FD is edge-triggered, and a send can take in what the kernel sent
             # meanwhile, consuming the edge the pump's pending recv waits for: the asyncio
-            # socket learns of it only through its own calls. Asking it for its events makes
-            # it look again (pyzmq's own way). Without this, a reply could sit unread for good.
-            self._sockets[channel].get(zmq.EVENTS)
+            # socket learns of it only through its own calls. When a message is waiting,
+            # asking the asyncio socket for its events makes it look again (pyzmq's own way).
+            # Without this, a reply could sit unread for good.
+            if view.get(zmq.EVENTS) & zmq.POLLIN:
+                self._sockets[channel].get(zmq.EVENTS)
 
     async def request(
         self,

@@ -493,6 +493,7 @@ async def test_kernels_share_the_cpu_and_are_bounded_together(fault_server: Gate
         assert (group.parent / "pids.max").read_text().strip() == "512"
         if sandbox["cpu_weight"]:
             assert (group / "cpu.weight").read_text().strip() == "100"
+            assert (group.parent / "cpu.weight").read_text().strip() == str(min(10000, 800 * os.cpu_count()))
     else:
         memory = Path("/sys/fs/cgroup/memory" + groups["memory"])
         assert memory.parent == Path(f"/sys/fs/cgroup/memory{mine}")
@@ -502,6 +503,8 @@ async def test_kernels_share_the_cpu_and_are_bounded_together(fault_server: Gate
             cpu_key = next(k for k in groups if "cpu" in k.split(","))
             cpu = Path("/sys/fs/cgroup/cpu" + groups[cpu_key])  # "cpu,cpuacct" is linked as "cpu"
             assert cpu.parent.name == str(fault_server.proc.pid) and (cpu / "cpu.shares").read_text().strip() == "1024"
+            # all kernels together weigh as much as 8 busy tasks a CPU, not as one task
+            assert (cpu.parent / "cpu.shares").read_text().strip() == str(1024 * 8 * os.cpu_count())
 
 
 async def test_the_system_calls_container_runtimes_deny_fail_in_a_kernel(fault_server: GatewayServer, bystander: Client, sandbox: dict) -> None:
