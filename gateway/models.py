@@ -127,3 +127,4 @@ class LanguageInfo(BaseModel):
     kernel: str
     display_name: str
     default: bool
+    provisioner: str = Field(description="what launches its kernels: the gateway's own confined provisioner, or the one the kernelspec names")

@@ -66,6 +66,7 @@ async def languages(request: Request) -> list[LanguageInfo]:
             kernel=spec,
             display_name=langs.kernelspecs[spec]["spec"].get("display_name", spec),
             default=name == langs.default,
+            provisioner=langs.provisioner(spec),
         )
         for name, spec in sorted(langs.specs.items())
     ]

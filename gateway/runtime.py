@@ -15,6 +15,7 @@ from kernels.kernelspecs import kernelspec_manager
 from kernels.languages import Languages
 from kernels.outputs import warm_output_validation
 from kernels.pool import KernelPool
+from kernels.provisioner import LocalHost
 from kernels.quotas import QuotaLimits, Quotas
 from kernels.runtime_dirs import RuntimeDirs
 from kernels.sandbox import Sandbox, SandboxConfig
@@ -72,6 +73,7 @@ class Runtime:
         self.languages = Languages(settings.languages, settings.default_language, specs)
         self.runtime_dirs = RuntimeDirs()
         self.sandbox = Sandbox(sandbox_config(settings), self.runtime_dirs.mine)
+        self.local_host = LocalHost(self.runtime_dirs, self.sandbox)
         self.pool = KernelPool(
             self.launch_options,
             size=settings.pool_size,
@@ -87,8 +89,8 @@ class Runtime:
 
     def launch_options(self, spec_name: str) -> LaunchOptions:
         options = LaunchOptions(
-            startup_timeout=self.settings.kernel_startup_timeout, sandbox=self.sandbox,
-            kernelspecs=self.languages.manager, runtime_dirs=self.runtime_dirs,
+            startup_timeout=self.settings.kernel_startup_timeout,
+            kernelspecs=self.languages.manager, local_host=self.local_host,
         )
         if self.languages.language_of(spec_name) == "python":
             # History in memory: IPython's default SQLite file in $HOME would be shared by

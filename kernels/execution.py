@@ -294,11 +294,9 @@ class _Execution:
     def _report_silence(self) -> None:
         """For the operator: a kernel that has not even said `busy` is stuck before the
         user's code (the time-out still ends the run)."""
-        stderr = self.kernel.stderr
         log.warning(
-            "kernel %s has sent nothing for %g s about a request (alive: %s; it wrote %d bytes to stderr, last: %r)",
-            self.kernel.runtime_dir.name, _SILENT_S, not self.kernel.is_dead,
-            stderr.total if stderr else 0, stderr.tail(300) if stderr else "",
+            "kernel %s has sent nothing for %g s about a request (alive: %s; %s)",
+            self.kernel.name, _SILENT_S, not self.kernel.is_dead, self.kernel.diagnostics(),
         )
 
     def _given_up(self) -> Finished:

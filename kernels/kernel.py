@@ -12,38 +12,40 @@ import enum
 import functools
 import logging
 import os
-import shutil
-import signal
-import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import zmq.asyncio
-from jupyter_client import AsyncKernelManager
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 
-from .errors import KernelBusyTimeout, KernelDied, KernelStartFailed
 from . import wire
-from .kernel_stderr import KernelStderr
-from .runtime_dirs import RuntimeDirs
-from .sandbox import Confinement, Sandbox, SandboxedKernelManager
+from .errors import KernelBusyTimeout, KernelDied, KernelStartFailed
+from .exit_codes import death_reason
+from .provisioner import GatewayKernelManager, LocalHost
 
 log = logging.getLogger(__name__)
 
 # How often the death watch asks the provisioner whether the process still runs.
 _DEATH_POLL_S = 0.2
-_RELEASE_ATTEMPTS = 50
 
 
 class KernelState(str, enum.Enum):
+    """A kernel's life. Whether it is running code is a request's business (execution.py)."""
+
     STARTING = "starting"
-    IDLE = "idle"
-    BUSY = "busy"
+    READY = "ready"
     DEAD = "dead"
+
+
+_NEXT = {
+    KernelState.STARTING: {KernelState.READY, KernelState.DEAD},
+    KernelState.READY: {KernelState.DEAD},
+    KernelState.DEAD: set(),
+}
 
 
 # Put in every subscribed queue when the kernel dies, so no reader waits for a dead kernel.
@@ -58,12 +60,13 @@ class LaunchOptions:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     extra_arguments: list[str] = field(default_factory=list)
-    sandbox: Sandbox | None = None
+    # What kernels launched on this host share (runtime dirs, sandbox); other provisioners
+    # ignore it.
+    local_host: LocalHost | None = None
     warm_up_code: str | None = None  # a throw-away cell run before the kernel counts as ready
     # One for every kernel: each manager would otherwise make its own, which costs a
     # millisecond of CPU per start. It reads the spec from disk every time.
     kernelspecs: KernelSpecManager | None = None
-    runtime_dirs: RuntimeDirs | None = None  # where its connection file and sockets go
 
 
 _KEPT_INFO = ("language_info", "supported_features")
@@ -89,17 +92,10 @@ def kernel_environment(extra: dict[str, str]) -> dict[str, str]:
 
 
 class Kernel:
-    def __init__(
-        self,
-        spec_name: str,
-        manager: AsyncKernelManager,
-        runtime_dir: Path,
-        confinement: Confinement | None = None,
-    ) -> None:
+    def __init__(self, spec_name: str, manager: GatewayKernelManager) -> None:
         self.spec_name = spec_name
         self.manager = manager
-        self.runtime_dir = runtime_dir
-        self.confinement = confinement
+        self.name: str = manager.kernel_id  # for the operator's logs
         self.client: AsyncKernelClient | None = None
         self.state = KernelState.STARTING
         self.exit_reason: str | None = None
@@ -113,34 +109,23 @@ class Kernel:
         self._tasks: list[asyncio.Task[None]] = []
         self._views: dict[str, zmq.Socket] = {}  # plain views of the connected channels' sockets
         self._sockets: dict[str, zmq.asyncio.Socket] = {}  # ...and the asyncio sockets they view
-        self._died = asyncio.Event()
         self._subshell: asyncio.Task[str | None] | None = None
         self.taps: list[Callable[[dict[str, Any]], None]] = []  # see every message
         self.on_death: list[Callable[[], None]] = []  # called once if the process dies
-        self.stderr: KernelStderr | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
     @classmethod
     async def start(cls, spec_name: str, options: LaunchOptions) -> Kernel:
-        runtime_dir = (options.runtime_dirs or RuntimeDirs()).create()
-        # ipc transport: unix sockets in a private directory. TCP would mean picking free
-        # ports and releasing them before the kernel binds, which races under a burst.
-        settings = dict(
+        """Start a kernel of `spec_name` through the provisioner its kernelspec names."""
+        manager = GatewayKernelManager(
+            options.local_host,
             context=_zmq_context(),
             kernel_spec_manager=options.kernelspecs or KernelSpecManager(),
             kernel_name=spec_name,
-            transport="ipc",
-            ip=str(runtime_dir / "s"),
-            connection_file=str(runtime_dir / "c.json"),
+            kernel_id=uuid.uuid4().hex[:12],
         )
-        confinement = None
-        if options.sandbox is not None and options.sandbox.enabled:
-            confinement = options.sandbox.prepare(runtime_dir)
-            manager: AsyncKernelManager = SandboxedKernelManager(confinement, **settings)
-        else:
-            manager = AsyncKernelManager(**settings)
-        kernel = cls(spec_name, manager, runtime_dir, confinement)
+        kernel = cls(spec_name, manager)
         try:
             await asyncio.wait_for(kernel._launch(options), options.startup_timeout)
         except BaseException as exc:
@@ -156,18 +141,12 @@ class Kernel:
         return kernel
 
     async def _launch(self, options: LaunchOptions) -> None:
-        self.stderr = KernelStderr()
-        try:
-            await self.manager.start_kernel(
-                env=kernel_environment(options.env),
-                cwd=options.cwd,
-                extra_arguments=options.extra_arguments,
-                stdout=subprocess.DEVNULL,
-                stderr=self.stderr.write_fd,
-            )
-        finally:
-            self.stderr.launched()
-        await self._sockets_bound()
+        # The provisioner's post_launch returns once the kernel can be connected to (ours
+        # waits for the ipc sockets); a remote one's may return earlier, and readiness
+        # below is proven by kernel_info alone, whatever the transport.
+        await self.manager.start_kernel(
+            env=kernel_environment(options.env), cwd=options.cwd, extra_arguments=options.extra_arguments,
+        )
         # The client would otherwise make a ZMQ context of its own: two threads per kernel.
         self.client = self.manager.client(context=_zmq_context())
         # Replay protection keeps every signature seen, up to 65536 per kernel (~11 MB of
@@ -182,30 +161,11 @@ class Kernel:
             self._open_channel(name)
         self._tasks.append(asyncio.create_task(self._watch_death()))
         await self._wait_ready()
-        if self.confinement is not None:
-            self.confinement.seal()  # before any code runs: none of ours, none of theirs
+        # Before any code runs, none of ours, none of theirs (ConfinedProvisioner.kernel_ready).
+        if (ready := getattr(self.manager.provisioner, "kernel_ready", None)) is not None:
+            ready()
         if options.warm_up_code is not None:
             await self.warm_up(options.warm_up_code)
-
-    async def _sockets_bound(self) -> None:
-        """Wait until the kernel has bound every ipc socket.
-
-        A socket connected before its peer binds retries only every 100 ms, each on its own
-        timer: shell could answer while stdin is still unconnected, and an input_request
-        sent then is dropped. Connecting after the bind makes every channel live at once.
-        Unbounded here; the caller's `startup_timeout` bounds it.
-        """
-        info = self.manager.get_connection_info()
-        ports = [info[name] for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")]
-        paths = [Path(f"{info['ip']}-{port}") for port in ports]
-        while not all(path.exists() for path in paths):
-            if not await self.manager.is_alive():
-                await asyncio.sleep(0.05)  # what it said on its way out
-                said = self.stderr.tail() if self.stderr is not None else ""
-                raise KernelStartFailed(
-                    f"kernel died while starting: {_death_reason(await self._exit_code())}" + (f"; it said: {said}" if said else "")
-                )
-            await asyncio.sleep(0.005)
 
     async def _wait_ready(self) -> None:
         """Ready means kernel_info answered and iopub delivered a message.
@@ -238,7 +198,7 @@ class Kernel:
             finally:
                 self.unsubscribe(msg_id)
             if got_reply and got_iopub:
-                self.state = KernelState.IDLE
+                self._become(KernelState.READY)
                 return
 
     async def warm_up(self, code: str) -> None:
@@ -278,44 +238,41 @@ class Kernel:
             getattr(self.client, f"{name}_channel").stop()
         self._views = {}
         self._sockets = {}
+        self._fail_routes("kernel shut down")
         try:
             if self.manager.has_kernel:
                 await self.manager.shutdown_kernel(now=True)
+            elif self.manager.provisioner is not None:
+                # It failed before its process ran: free what the provisioner set up for it.
+                await self.manager.cleanup_resources()
         except Exception:  # the process may be gone already; cleanup must go on
-            log.exception("kernel shutdown failed")
-        self.state = KernelState.DEAD
-        self._fail_routes("kernel shut down")
-        if self.stderr is not None:
-            self.stderr.close()
-        await self._release_confinement()
-        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            log.exception("kernel %s: shutdown failed", self.name)
 
-    async def _release_confinement(self) -> None:
-        # The cgroup can only go once the last process in it is gone, which after a
-        # SIGKILL takes a moment.
-        if self.confinement is None:
-            return
-        for _ in range(_RELEASE_ATTEMPTS):
-            if self.confinement.release():
-                return
-            await asyncio.sleep(0.1)
-        log.warning("kernel %s: cgroup still busy after shutdown", self.runtime_dir.name)
+    def diagnostics(self) -> str:
+        """What the provisioner knows of the process beyond the protocol, for the operator."""
+        describe = getattr(self.manager.provisioner, "diagnostics", None)
+        return describe() if describe is not None else ""
 
     # -- death -------------------------------------------------------------------------
 
     @property
     def is_dead(self) -> bool:
-        return self._died.is_set() or self.state is KernelState.DEAD
+        return self.state is KernelState.DEAD
+
+    def _become(self, state: KernelState) -> None:
+        if state not in _NEXT[self.state]:
+            raise RuntimeError(f"kernel {self.name}: {self.state.value} cannot become {state.value}")
+        self.state = state
 
     async def _watch_death(self) -> None:
         while True:
             await asyncio.sleep(_DEATH_POLL_S)
-            if self._died.is_set():
+            if self.is_dead:
                 return
             if not await self.manager.is_alive():
                 code = await self._exit_code()
-                hint = self.confinement.death_hint() if self.confinement else None
-                self._fail_routes(hint or _death_reason(code))
+                hint = getattr(self.manager.provisioner, "death_hint", lambda: None)()
+                self._fail_routes(hint or death_reason(code))
                 for callback in self.on_death:
                     callback()
 
@@ -324,11 +281,10 @@ class Kernel:
         return await provisioner.poll() if provisioner is not None else None
 
     def _fail_routes(self, reason: str) -> None:
-        if self._died.is_set():
+        if self.is_dead:
             return
         self.exit_reason = reason
-        self.state = KernelState.DEAD
-        self._died.set()
+        self._become(KernelState.DEAD)
         for queue in self._routes.values():
             queue.put_nowait(DIED)
 
@@ -338,7 +294,7 @@ class Kernel:
         """The queue the messages answering `msg_id` go to: a new one, or `queue`."""
         queue = queue if queue is not None else asyncio.Queue()
         self._routes[msg_id] = queue
-        if self._died.is_set():
+        if self.is_dead:
             queue.put_nowait(DIED)
         return queue
 
@@ -378,18 +334,18 @@ class Kernel:
         try:
             self._route(name, raw)
         except Exception:
-            log.exception("kernel %s: a %s message could not be routed", self.runtime_dir.name, name)
+            log.exception("kernel %s: a %s message could not be routed", self.name, name)
 
     def _route(self, name: str, raw: list[bytes]) -> None:
         session = self.client.session
         try:
             msg = session.deserialize(session.feed_identities(raw)[1])
         except Exception as exc:  # a bad signature, or a garbled message: whatever it raises
-            log.warning("kernel %s: dropped an unreadable %s message: %s", self.runtime_dir.name, name, type(exc).__name__)
+            log.warning("kernel %s: dropped an unreadable %s message: %s", self.name, name, type(exc).__name__)
             return
         if not _well_formed(msg):
             # Signed, so from the kernel, but not a Jupyter message: its code can send anything.
-            log.warning("kernel %s: dropped a malformed %s message", self.runtime_dir.name, name)
+            log.warning("kernel %s: dropped a malformed %s message", self.name, name)
             return
         msg["channel"] = name
         parent = msg["parent_header"].get("msg_id")
@@ -407,12 +363,9 @@ class Kernel:
             tap(msg)
 
     def _track_status(self, msg: dict[str, Any], parent: str | None) -> None:
-        state = msg["content"].get("execution_state")
-        if state == "idle" and parent == self._running_request:
+        if msg["content"].get("execution_state") == "idle" and parent == self._running_request:
             self._running_request = None
             self.running_code.clear()
-        if self.state in (KernelState.IDLE, KernelState.BUSY) and state in ("idle", "busy"):
-            self.state = KernelState(state)
 
     def send(self, channel: str, msg: dict[str, Any]) -> None:
         """Send a message on shell, stdin or control; a client's own Jupyter message goes
@@ -502,21 +455,3 @@ def _well_formed(msg: dict[str, Any]) -> bool:
         isinstance(msg.get("msg_type"), str)
         and all(isinstance(msg.get(part), dict) for part in ("header", "parent_header", "metadata", "content"))
     )
-
-
-_SIGNALS = {s.value for s in signal.Signals}
-
-
-def _death_reason(code: int | None) -> str:
-    if code is None:
-        return "the kernel process ended"
-    if code > 128 and code - 128 in _SIGNALS:
-        code = 128 - code  # a confined kernel's death by signal n reaches us as bwrap's exit 128+n
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " (out of memory, or killed from outside)" if name == "SIGKILL" else ""
-        return f"the kernel process was killed by {name}{hint}"
-    return f"the kernel process exited with code {code}"

@@ -1,4 +1,7 @@
-"""The kernelspecs the gateway runs: the kernel environment's, then the configured ones."""
+"""The kernelspecs the gateway runs: the kernel environment's, then the configured ones.
+
+Each is launched by the provisioner it names; one that names none, by the gateway's own
+(provisioner.py), which confines it."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import sys
 from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+
+from . import provisioner
 
 # The names jupyter_client replaces with the gateway's own interpreter.
 _BARE_PYTHON = {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2]}
@@ -35,7 +40,15 @@ class EnvironmentKernelSpecs(KernelSpecManager):
         python = _environment_python(Path(spec.resource_dir))
         if spec.argv and spec.argv[0] in _BARE_PYTHON and python is not None:
             spec.argv = [str(python), *spec.argv[1:]]
+        if "kernel_provisioner" not in spec.metadata:
+            # Local and confined; a spec that names a provisioner, even jupyter_client's
+            # plain local one, is launched by that one, as its author asked.
+            spec.metadata["kernel_provisioner"] = {"provisioner_name": provisioner.NAME}
         return spec
+
+
+def provisioner_of(spec: KernelSpec) -> str:
+    return spec.metadata["kernel_provisioner"]["provisioner_name"]
 
 
 def _environment_python(resource_dir: Path) -> Path | None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from jupyter_client.kernelspec import KernelSpecManager
 
+from . import provisioner
 from .errors import UnknownLanguage
+from .kernelspecs import provisioner_of
+
+log = logging.getLogger(__name__)
 
 
 class Languages:
@@ -17,6 +23,13 @@ class Languages:
         # kernelspec name -> its kernel.json (language, display_name, ...) and resource dir
         self.kernelspecs = {name: installed[name] for name in set(self.specs.values())}
         self.default = default
+        for name in self.kernelspecs:
+            if (launcher := self.provisioner(name)) != provisioner.NAME:
+                log.warning("kernelspec %s: launched by %s, without the gateway's confinement", name, launcher)
+
+    def provisioner(self, spec_name: str) -> str:
+        """The provisioner that launches `spec_name`'s kernels."""
+        return provisioner_of(self.manager.get_kernel_spec(spec_name))
 
     def language_of(self, spec_name: str) -> str:
         return self.kernelspecs[spec_name]["spec"]["language"]

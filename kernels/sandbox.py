@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jupyter_client import AsyncKernelManager
-
 from . import environment, seccomp
 from .cgroups import Cgroup, Cgroups, GroupLimits
 
@@ -265,21 +263,6 @@ class Confinement:
             self.sandbox._release_uid(self.uid)
             self.uid = None
         return True
-
-
-class SandboxedKernelManager(AsyncKernelManager):
-    """An AsyncKernelManager whose kernel command runs inside a `Confinement`."""
-
-    def __init__(self, confinement: Confinement, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.confinement = confinement
-        if confinement.sandbox.probe.bwrap:
-            # A signal would reach bwrap, not the kernel: interrupt with a control message.
-            self.kernel_spec.interrupt_mode = "message"
-
-    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-        cmd = super().format_kernel_cmd(extra_arguments)
-        return self.confinement.wrap(cmd, self.kernel_spec.resource_dir)
 
 
 def _traversable_parents(path: str) -> list[str]:
