@@ -16,6 +16,7 @@ from typing import Protocol
 from kernels.events import SessionNotice
 from kernels.session import Session
 
+from .errors import WS_NORMAL, WS_TAKEN_OVER
 from .frame_log import FrameLog
 from .frames import Frame, notice_frame
 
@@ -111,7 +112,7 @@ class SessionChannel:
             self.expiry.cancel()
             self.expiry = None
         if self.sink is not None:
-            self.sink.kick(4409, "taken over by a newer connection to this session")
+            self.sink.kick(WS_TAKEN_OVER, "taken over by a newer connection to this session")
         self.sink = sink
         if last_seq is None:
             return Replay([], None)
@@ -138,7 +139,7 @@ class SessionChannel:
             self.expiry.cancel()
         self._unlisten()
         if self.sink is not None:
-            self.sink.kick(1000, reason)
+            self.sink.kick(WS_NORMAL, reason)
             self.sink = None
         for task in list(self._tasks):
             task.cancel()

@@ -1,4 +1,5 @@
-"""Each error of the layers below maps to one HTTP status and one WebSocket close code, here."""
+"""Each error of the core maps to one HTTP status and one WebSocket close code, here; the
+close codes of every socket are named here too."""
 
 from __future__ import annotations
 
@@ -12,17 +13,24 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kernels.errors import (
     CapacityExceeded,
     ClientQuotaExceeded,
+    CodeTooLarge,
+    GatewayError,
+    InvalidRequest,
     KernelBusyTimeout,
     KernelDied,
     KernelStartFailed,
     NoKernelForLanguage,
+    NotWaitingForInput,
     SessionClosed,
     SessionNotFound,
+    TimeoutTooLarge,
+    TooManySockets,
+    UnknownKernelspec,
     UnknownLanguage,
 )
 
-from .runtime import CodeTooLarge, TimeoutTooLarge
-
+WS_NORMAL = 1000  # the session was closed
+WS_INTERNAL_ERROR = 1011
 # WebSocket close codes of our own (4000-4999 are the application's).
 WS_BAD_REQUEST = 4400
 WS_UNAUTHORIZED = 4401
@@ -34,10 +42,13 @@ WS_TRY_AGAIN_LATER = 1013  # the standard "try again later"
 RETRY_AFTER_S = 5
 
 
+# Subclasses before their bases: the first match wins.
 _STATUS: dict[type[Exception], tuple[int, int]] = {
     UnknownLanguage: (400, WS_BAD_REQUEST),
     TimeoutTooLarge: (422, WS_BAD_REQUEST),
     CodeTooLarge: (413, WS_BAD_REQUEST),
+    InvalidRequest: (400, WS_BAD_REQUEST),
+    UnknownKernelspec: (404, WS_BAD_REQUEST),
     SessionNotFound: (404, WS_NO_SESSION),
     SessionClosed: (409, WS_NO_SESSION),
     NoKernelForLanguage: (409, WS_BAD_REQUEST),
@@ -46,15 +57,16 @@ _STATUS: dict[type[Exception], tuple[int, int]] = {
     ClientQuotaExceeded: (429, WS_TRY_AGAIN_LATER),
     KernelStartFailed: (503, WS_TRY_AGAIN_LATER),
     KernelBusyTimeout: (504, WS_TRY_AGAIN_LATER),
-    ValueError: (400, WS_BAD_REQUEST),  # last: the ValueErrors above are more precise
+    NotWaitingForInput: (409, WS_BAD_REQUEST),
+    TooManySockets: (503, WS_TRY_AGAIN_LATER),
 }
 
-# ValueError stands for a bad WebSocket query parameter only; over HTTP, FastAPI validates.
-HANDLED = tuple(kind for kind in _STATUS if kind is not ValueError)
+# Registered as FastAPI's exception handlers (every GatewayError, new kinds included).
+HANDLED = (GatewayError,)
 
 
 def _codes(exc: Exception) -> tuple[int, int]:
-    return next((codes for kind, codes in _STATUS.items() if isinstance(exc, kind)), (500, 1011))
+    return next((codes for kind, codes in _STATUS.items() if isinstance(exc, kind)), (500, WS_INTERNAL_ERROR))
 
 
 def close_code(exc: Exception) -> int:

@@ -13,18 +13,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from kernels.errors import KernelError, SessionNotFound
+from kernels.errors import GatewayError, InvalidRequest, KernelError, SessionNotFound, TooManySockets, UnknownKernelspec
 from kernels.session import Session
 
 from . import __version__, jupyter_wire
 from .access import principal_of
 from .channel import SessionChannel
-from .errors import WS_TRY_AGAIN_LATER, close_code
-from .jupyter_fanout import JupyterClients, Outbox, TooManySockets
+from .errors import close_code
+from .jupyter_fanout import JupyterClients, Outbox
 from .runtime import Runtime
 
 log = logging.getLogger("gateway")
@@ -68,7 +68,7 @@ def kernel_model(session: Session) -> dict[str, Any]:
 def _spec_model(rt: Runtime, name: str) -> dict[str, Any]:
     found = rt.languages.kernelspecs.get(name)
     if found is None:
-        raise HTTPException(404, f"no kernelspec {name!r}; available: {', '.join(sorted(rt.languages.kernelspecs))}")
+        raise UnknownKernelspec(f"no kernelspec {name!r}; available: {', '.join(sorted(rt.languages.kernelspecs))}")
     resources = {
         path.stem: f"/kernelspecs/{name}/{path.name}"
         for path in Path(found["resource_dir"]).iterdir()
@@ -100,7 +100,7 @@ async def kernelspec_resource(name: str, file: str, request: Request) -> FileRes
     base = Path(found["resource_dir"]).resolve() if found else None
     path = (base / file).resolve() if base else None
     if path is None or path.parent != base or not path.is_file():  # no way out of the spec's dir
-        raise HTTPException(404, f"no resource {file!r} for kernelspec {name!r}")
+        raise UnknownKernelspec(f"no resource {file!r} for kernelspec {name!r}")
     return FileResponse(path)
 
 
@@ -119,7 +119,7 @@ def _kernel_env(rt: Runtime, env: dict[str, str]) -> dict[str, str]:
         if not (key.startswith("KERNEL_") or key in allowed):
             continue
         if len(value) > _MAX_ENV_VALUE or any(c in value for c in "\0\n\r") or "\0" in key or "=" in key:
-            raise HTTPException(400, f"environment variable {key!r}: values must be under {_MAX_ENV_VALUE} characters without NUL or newlines")
+            raise InvalidRequest(f"environment variable {key!r}: values must be under {_MAX_ENV_VALUE} characters without NUL or newlines")
         kept[key] = value
     return kept
 
@@ -149,7 +149,7 @@ async def start_kernel_session(request: Request, name: str | None, env: dict[str
     rt = _runtime(request)
     spec_name = name or rt.languages.spec_for(None)
     if spec_name not in rt.languages.kernelspecs:
-        raise HTTPException(404, f"no kernelspec {spec_name!r}; available: {', '.join(sorted(rt.languages.kernelspecs))}")
+        raise UnknownKernelspec(f"no kernelspec {spec_name!r}; available: {', '.join(sorted(rt.languages.kernelspecs))}")
     kept = _kernel_env(rt, env)
     own_env = {k: v for k, v in kept.items() if k not in _HOUSEKEEPING_ENV}
     return await rt.open_session(None, principal_of(request), spec_name=spec_name, env=own_env or None)
@@ -193,7 +193,7 @@ async def kernel_channels(ws: WebSocket, kernel_id: str) -> None:
     await ws.accept(subprotocol=jupyter_wire.V1 if v1 else None)
     try:
         channel = _session(ws, kernel_id)
-    except KernelError as exc:
+    except GatewayError as exc:
         await ws.close(code=close_code(exc), reason=str(exc)[:120])
         return
     session = channel.session
@@ -201,7 +201,7 @@ async def kernel_channels(ws: WebSocket, kernel_id: str) -> None:
     try:
         outbox = clients.join(session, principal_of(ws), v1)
     except TooManySockets as exc:
-        await ws.close(code=WS_TRY_AGAIN_LATER, reason=str(exc)[:120])
+        await ws.close(code=close_code(exc), reason=str(exc)[:120])
         return
     session.connections += 1
     sender = asyncio.create_task(_send_all(ws, outbox))

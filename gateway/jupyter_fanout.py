@@ -21,6 +21,7 @@ from typing import Any
 
 from jupyter_client.session import Session as JupyterSession
 
+from kernels.errors import TooManySockets
 from kernels.events import SessionNotice
 from kernels.session import Session
 
@@ -33,10 +34,6 @@ log = logging.getLogger("gateway")
 _MESSAGES = JupyterSession(key=b"")
 _OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "update_display_data"})
 _TRACKED_REQUESTS = 1024  # requests whose output is counted at once, newest kept
-
-
-class TooManySockets(Exception):
-    pass
 
 
 @dataclass

@@ -12,11 +12,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from kernels.errors import SessionNotFound
+from kernels.errors import InvalidRequest, SessionNotFound
 
 from .access import principal_of
 from .jupyter import kernel_model, start_kernel_session
@@ -56,7 +56,7 @@ class NotebookSessions:
     def get(self, rt: Runtime, owner: str, session_id: str) -> NotebookSession:
         found = next((s for s in self.owned_by(rt, owner) if s.id == session_id), None)
         if found is None:
-            raise HTTPException(404, f"no session with id {session_id!r}")
+            raise SessionNotFound(session_id)
         return found
 
     def remove(self, session_id: str) -> None:
@@ -124,10 +124,10 @@ async def list_sessions(request: Request) -> list[dict[str, Any]]:
 async def create_session(request: Request, body: SessionBody | None = None) -> JSONResponse:
     """A session for `path`; the one there is if `path` has one already, as in Jupyter."""
     if body is None:
-        raise HTTPException(400, "No JSON data provided")
+        raise InvalidRequest("No JSON data provided")
     body = body.upgraded()
     if body.path is None or body.type is None:
-        raise HTTPException(400, f"Missing field in JSON data: {'path' if body.path is None else 'type'}")
+        raise InvalidRequest(f"Missing field in JSON data: {'path' if body.path is None else 'type'}")
     rt, sessions = _registry(request)
     owner = principal_of(request)
     session = next((s for s in sessions.owned_by(rt, owner) if s.path == body.path), None)
@@ -149,7 +149,7 @@ async def update_session(session_id: str, request: Request, body: SessionBody | 
     """Rename or retype the session, or bind it to another kernel (an existing one by id,
     or a new one by kernelspec name, the old kernel then shut down)."""
     if body is None:
-        raise HTTPException(400, "No JSON data provided")
+        raise InvalidRequest("No JSON data provided")
     body = body.upgraded()
     rt, sessions = _registry(request)
     owner = principal_of(request)
@@ -159,7 +159,7 @@ async def update_session(session_id: str, request: Request, body: SessionBody | 
         try:
             session.kernel_id = rt.channel(body.kernel.id, owner).session.id
         except SessionNotFound:
-            raise HTTPException(400, f"No such kernel: {body.kernel.id}") from None
+            raise InvalidRequest(f"No such kernel: {body.kernel.id}") from None
     elif body.kernel is not None and body.kernel.name is not None:
         session.kernel_id = (await start_kernel_session(request, body.kernel.name, {})).session.id
     session.path = body.path if body.path is not None else session.path

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from kernels.errors import SessionNotFound
+from kernels.errors import CodeTooLarge, SessionNotFound, TimeoutTooLarge
 from kernels.execution import ExecutionLimits
 from kernels.kernel import LaunchOptions
 from kernels.kernelspecs import kernelspec_manager
@@ -25,14 +25,6 @@ from .channel import SessionChannel
 from .settings import Settings
 
 log = logging.getLogger("gateway")
-
-
-class TimeoutTooLarge(ValueError):
-    pass
-
-
-class CodeTooLarge(ValueError):
-    pass
 
 
 def sandbox_config(s: Settings) -> SandboxConfig:

@@ -12,14 +12,14 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from kernels.errors import KernelError
+from kernels.errors import GatewayError, InvalidRequest
 
 from .access import principal_of
 from .channel import Replay, SessionChannel
 from .errors import close_code
 from .frames import Frame, execution_frames, refused_result, request_ids
 from .models import Ack, CodeAtCursor, ExecuteCode, InputReply, Restart
-from .runtime import CodeTooLarge, Runtime, TimeoutTooLarge
+from .runtime import Runtime
 
 log = logging.getLogger("gateway")
 router = APIRouter()
@@ -115,7 +115,7 @@ class Connection:
             return
         try:
             await handler(self, data, _ids(data))
-        except (ValidationError, KernelError, TimeoutTooLarge, CodeTooLarge) as exc:
+        except (ValidationError, GatewayError) as exc:
             reason = f"invalid {kind!r} message: {_describe(exc)}" if isinstance(exc, ValidationError) else str(exc)
             await self.refuse(data, reason)
 
@@ -208,7 +208,7 @@ class Connection:
         """Run background work for a client message; its failure becomes an error frame."""
         try:
             await work
-        except KernelError as exc:
+        except GatewayError as exc:
             await self.error(str(exc), ids)
 
     async def on_close_session(self, data: dict[str, Any], ids: dict[str, str]) -> None:
@@ -293,7 +293,7 @@ async def websocket_session(ws: WebSocket) -> None:
             channel = runtime.channel(session_id, owner)
         else:
             channel = await runtime.open_session(ws.query_params.get("language"), owner, owned_by_socket=True)
-    except (KernelError, ValueError) as exc:
+    except GatewayError as exc:
         await _refuse(ws, exc)
         return
     conn = Connection(ws, runtime, channel)
@@ -319,7 +319,7 @@ def _last_seq(value: str | None) -> int | None:
     if value is None:
         return None
     if not value.isdigit():
-        raise ValueError(f"last_seq must be a non-negative integer, not {value!r}")
+        raise InvalidRequest(f"last_seq must be a non-negative integer, not {value!r}")
     return int(value)
 
 

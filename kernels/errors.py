@@ -1,7 +1,37 @@
-"""Exceptions of the kernel layer. `gateway/` translates each one once, at its edge."""
+"""The errors of the core: what a request can meet. Each is small, carries its message for
+the client, and is translated once, in `gateway/errors.py`, to an HTTP status, a WebSocket
+close code or an `error` frame."""
 
 
-class KernelError(Exception):
+class GatewayError(Exception):
+    """Base class: a request that cannot be done, and why."""
+
+
+class InvalidRequest(GatewayError):
+    """The request itself is wrong (a bad parameter or body), whatever the gateway's state."""
+
+
+class TimeoutTooLarge(InvalidRequest):
+    """An execution asked for more time than `max_timeout`."""
+
+
+class CodeTooLarge(InvalidRequest):
+    """Code longer than `max_code_bytes`."""
+
+
+class UnknownKernelspec(GatewayError):
+    """No kernelspec (or kernelspec resource) of that name is served."""
+
+
+class NotWaitingForInput(GatewayError):
+    """An input reply, with no running code waiting for one."""
+
+
+class TooManySockets(GatewayError):
+    """A kernel, or a client, has as many sockets open as it may."""
+
+
+class KernelError(GatewayError):
     """Base class: something about a kernel went wrong."""
 
 
@@ -17,7 +47,7 @@ class KernelBusyTimeout(KernelError):
     """A request to the kernel (not an execution) got no reply in time."""
 
 
-class UnknownLanguage(KernelError):
+class UnknownLanguage(InvalidRequest):
     def __init__(self, language: str, available: list[str]) -> None:
         self.language = language
         self.available = available
@@ -26,23 +56,23 @@ class UnknownLanguage(KernelError):
         )
 
 
-class SessionNotFound(KernelError):
+class SessionNotFound(GatewayError):
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         super().__init__(f"no session with id {session_id!r}")
 
 
-class SessionClosed(KernelError):
+class SessionClosed(GatewayError):
     """The session was closed; it takes no more requests."""
 
 
-class NoKernelForLanguage(KernelError):
+class NoKernelForLanguage(GatewayError):
     """The session has no kernel of that language (it has never run code in it)."""
 
 
-class CapacityExceeded(KernelError):
+class CapacityExceeded(GatewayError):
     """The session or kernel limit is reached (pending starts included): try again later."""
 
 
-class ClientQuotaExceeded(KernelError):
+class ClientQuotaExceeded(GatewayError):
     """This client is at its own share (sessions, kernels, starts per minute); others are not."""

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .errors import KernelDied, KernelError, NoKernelForLanguage, SessionClosed
+from .errors import GatewayError, KernelDied, NoKernelForLanguage, NotWaitingForInput, SessionClosed
 from .events import Event, ExecutionStatus, Finished, Output, SessionNotice, Status
 from .execution import ExecutionLimits, execute
 from .kernel import Kernel
@@ -234,7 +234,7 @@ class Session:
                 await self.kernels.move_primary(request.spec_name)
             self._language_chosen = True
             return await self.kernels.get_or_start(request.spec_name)
-        except KernelError as exc:
+        except GatewayError as exc:
             language = self.languages.language_of(request.spec_name)
             request.refuse(f"no {language} kernel could be had for this session: {exc}")
             return None
@@ -344,7 +344,7 @@ class Session:
         self._set_state(SessionState.RESTARTING, message, lost=True, spec_name=spec_name)
         try:
             await self.kernels.replace(spec_name)
-        except KernelError as exc:
+        except GatewayError as exc:
             log.warning("session %s: no new %s kernel: %s", self.id, spec_name, exc)
             self._settle(f"{why}; no new {language} kernel could be started ({exc}); the next run tries again", True, spec_name)
             if raise_errors:
@@ -357,7 +357,7 @@ class Session:
         """Answer the running request's `input()`."""
         kernel = self._current.kernel if self._current is not None else None
         if kernel is None or kernel.is_dead:
-            raise KernelDied("no running code is waiting for input")
+            raise NotWaitingForInput("no running code is waiting for input")
         kernel.client.input(value)
 
     async def complete(self, code: str, cursor_pos: int, timeout: float, spec_name: str | None = None) -> dict[str, Any]:
