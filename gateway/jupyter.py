@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,7 +21,7 @@ from kernels.errors import GatewayError, InvalidRequest, KernelError, SessionNot
 from kernels.session import Session
 
 from . import __version__, jupyter_wire
-from .access import principal_of
+from .deps import Owner, RuntimeDep, Sessions
 from .channel import SessionChannel
 from .errors import close_code
 from .jupyter_fanout import JupyterClients, Outbox
@@ -41,10 +41,6 @@ class StartKernel(BaseModel):
     name: str | None = Field(None, description="kernelspec name; the default when absent")
     env: dict[str, str] = Field(default={}, description="KERNEL_* variables and allow-listed ones reach the kernel")
     kernel_id: str | None = Field(None, description="one of the caller's kernels: it is returned rather than a new one started")
-
-
-def _runtime(request: Request | WebSocket) -> Runtime:
-    return request.app.state.runtime
 
 
 def _jupyter_time(timestamp: float) -> str:
@@ -83,20 +79,19 @@ async def api_version() -> dict[str, str]:
 
 
 @router.get("/api/kernelspecs")
-async def kernelspecs(request: Request) -> dict[str, Any]:
-    rt = _runtime(request)
+async def kernelspecs(rt: RuntimeDep) -> dict[str, Any]:
     default = rt.languages.spec_for(None)
     return {"default": default, "kernelspecs": {n: _spec_model(rt, n) for n in sorted(rt.languages.kernelspecs)}}
 
 
 @router.get("/api/kernelspecs/{name}")
-async def kernelspec(name: str, request: Request) -> dict[str, Any]:
-    return _spec_model(_runtime(request), name)
+async def kernelspec(name: str, rt: RuntimeDep) -> dict[str, Any]:
+    return _spec_model(rt, name)
 
 
 @router.get("/kernelspecs/{name}/{file}")
-async def kernelspec_resource(name: str, file: str, request: Request) -> FileResponse:
-    found = _runtime(request).languages.kernelspecs.get(name)
+async def kernelspec_resource(name: str, file: str, rt: RuntimeDep) -> FileResponse:
+    found = rt.languages.kernelspecs.get(name)
     base = Path(found["resource_dir"]).resolve() if found else None
     path = (base / file).resolve() if base else None
     if path is None or path.parent != base or not path.is_file():  # no way out of the spec's dir
@@ -105,10 +100,6 @@ async def kernelspec_resource(name: str, file: str, request: Request) -> FileRes
 
 
 # -- kernels -------------------------------------------------------------------------------
-
-
-def _session(request: Request | WebSocket, kernel_id: str) -> SessionChannel:
-    return _runtime(request).channel(kernel_id, principal_of(request))
 
 
 def _kernel_env(rt: Runtime, env: dict[str, str]) -> dict[str, str]:
@@ -125,59 +116,58 @@ def _kernel_env(rt: Runtime, env: dict[str, str]) -> dict[str, str]:
 
 
 @router.get("/api/kernels")
-async def list_kernels(request: Request) -> list[dict[str, Any]]:
-    return [kernel_model(c.session) for c in _runtime(request).owned_by(principal_of(request))]
+async def list_kernels(sessions: Sessions, owner: Owner) -> list[dict[str, Any]]:
+    return [kernel_model(c.session) for c in sessions.owned_by(owner)]
 
 
 @router.post("/api/kernels", status_code=201)
-async def start_kernel(request: Request, body: StartKernel | None = None) -> JSONResponse:
+async def start_kernel(rt: RuntimeDep, owner: Owner, body: StartKernel | None = None) -> JSONResponse:
     body = body or StartKernel()
     channel = None
     if body.kernel_id is not None:  # Jupyter returns the kernel the id names, if it exists
         try:
-            channel = _session(request, body.kernel_id)
+            channel = rt.sessions.get(body.kernel_id, owner)
         except SessionNotFound:
             pass  # a fresh id instead: ids are ours to choose, and secret
     if channel is None:
-        channel = await start_kernel_session(request, body.name, body.env)
+        channel = await start_kernel_session(rt, owner, body.name, body.env)
     model = kernel_model(channel.session)
     return JSONResponse(model, status_code=201, headers={"Location": f"/api/kernels/{model['id']}"})
 
 
-async def start_kernel_session(request: Request, name: str | None, env: dict[str, str]) -> SessionChannel:
-    """A session on a kernel of kernelspec `name` (the default when None), for the caller."""
-    rt = _runtime(request)
+async def start_kernel_session(rt: Runtime, owner: str, name: str | None, env: dict[str, str]) -> SessionChannel:
+    """A session on a kernel of kernelspec `name` (the default when None), for `owner`."""
     spec_name = name or rt.languages.spec_for(None)
     if spec_name not in rt.languages.kernelspecs:
         raise UnknownKernelspec(f"no kernelspec {spec_name!r}; available: {', '.join(sorted(rt.languages.kernelspecs))}")
     kept = _kernel_env(rt, env)
     own_env = {k: v for k, v in kept.items() if k not in _HOUSEKEEPING_ENV}
-    return await rt.open_session(None, principal_of(request), spec_name=spec_name, env=own_env or None)
+    return await rt.sessions.open(None, owner, spec_name=spec_name, env=own_env or None)
 
 
 @router.get("/api/kernels/{kernel_id}")
-async def get_kernel(kernel_id: str, request: Request) -> dict[str, Any]:
-    return kernel_model(_session(request, kernel_id).session)
+async def get_kernel(kernel_id: str, sessions: Sessions, owner: Owner) -> dict[str, Any]:
+    return kernel_model(sessions.get(kernel_id, owner).session)
 
 
 @router.delete("/api/kernels/{kernel_id}", status_code=204)
-async def delete_kernel(kernel_id: str, request: Request) -> Response:
-    _session(request, kernel_id)
-    await _runtime(request).close_session(kernel_id, "deleted over the Jupyter API")
+async def delete_kernel(kernel_id: str, sessions: Sessions, owner: Owner) -> Response:
+    sessions.get(kernel_id, owner)  # ownership
+    await sessions.close(kernel_id, "deleted over the Jupyter API")
     return Response(status_code=204)
 
 
 @router.post("/api/kernels/{kernel_id}/interrupt", status_code=204)
-async def interrupt_kernel(kernel_id: str, request: Request) -> Response:
-    session = _session(request, kernel_id).session
+async def interrupt_kernel(kernel_id: str, sessions: Sessions, owner: Owner) -> Response:
+    session = sessions.get(kernel_id, owner).session
     session.touch()
     await session.kernel.interrupt()  # Jupyter clients track their own requests
     return Response(status_code=204)
 
 
 @router.post("/api/kernels/{kernel_id}/restart")
-async def restart_kernel(kernel_id: str, request: Request) -> dict[str, Any]:
-    session = _session(request, kernel_id).session
+async def restart_kernel(kernel_id: str, sessions: Sessions, owner: Owner) -> dict[str, Any]:
+    session = sessions.get(kernel_id, owner).session
     await session.restart()
     return kernel_model(session)
 
@@ -186,20 +176,20 @@ async def restart_kernel(kernel_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.websocket("/api/kernels/{kernel_id}/channels")
-async def kernel_channels(ws: WebSocket, kernel_id: str) -> None:
+async def kernel_channels(ws: WebSocket, kernel_id: str, sessions: Sessions, owner: Owner) -> None:
     """Jupyter messages, both ways, as they are: JSON text frames with a `channel` field
     (binary frames for messages with buffers), or the binary v1 protocol when offered."""
     v1 = jupyter_wire.V1 in ws.scope.get("subprotocols", [])
     await ws.accept(subprotocol=jupyter_wire.V1 if v1 else None)
     try:
-        channel = _session(ws, kernel_id)
+        channel = sessions.get(kernel_id, owner)
     except GatewayError as exc:
         await ws.close(code=close_code(exc), reason=str(exc)[:120])
         return
     session = channel.session
     clients: JupyterClients = ws.app.state.jupyter_clients
     try:
-        outbox = clients.join(session, principal_of(ws), v1)
+        outbox = clients.join(session, owner, v1)
     except TooManySockets as exc:
         await ws.close(code=close_code(exc), reason=str(exc)[:120])
         return

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from kernels.errors import InvalidRequest, SessionNotFound
 
 from .access import principal_of
+from .deps import runtime_of
 from .jupyter import kernel_model, start_kernel_session
 from .runtime import Runtime
 
@@ -49,7 +50,7 @@ class NotebookSessions:
     def owned_by(self, rt: Runtime, owner: str) -> list[NotebookSession]:
         """The owner's sessions whose kernel still lives; the others are forgotten."""
         for session in list(self._sessions.values()):
-            if session.kernel_id not in rt.channels:
+            if session.kernel_id not in rt.sessions:
                 del self._sessions[session.id]
         return [s for s in self._sessions.values() if s.owner == owner]
 
@@ -87,7 +88,8 @@ class SessionBody(BaseModel):
 
 
 def _registry(request: Request) -> tuple[Runtime, NotebookSessions]:
-    return request.app.state.runtime, request.app.state.notebook_sessions
+    """The gateway's sessions (Jupyter's kernels) and the notebook sessions naming them."""
+    return runtime_of(request), request.app.state.notebook_sessions
 
 
 def session_model(rt: Runtime, session: NotebookSession) -> dict[str, Any]:
@@ -96,7 +98,7 @@ def session_model(rt: Runtime, session: NotebookSession) -> dict[str, Any]:
         "path": session.path,
         "name": session.name,
         "type": session.type,
-        "kernel": kernel_model(rt.channel(session.kernel_id, session.owner).session),
+        "kernel": kernel_model(rt.sessions.get(session.kernel_id, session.owner).session),
     }
     if session.type == "notebook":  # the deprecated form, which Jupyter Server still sends
         model["notebook"] = {"path": session.path, "name": session.name}
@@ -105,13 +107,13 @@ def session_model(rt: Runtime, session: NotebookSession) -> dict[str, Any]:
 
 async def _kernel_for(request: Request, ref: KernelRef | None) -> str:
     """The id of the kernel a session names: one of the caller's, or a new one."""
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
     if ref is not None and ref.id is not None:
         try:
-            return rt.channel(ref.id, principal_of(request)).session.id
+            return rt.sessions.get(ref.id, principal_of(request)).session.id
         except SessionNotFound:
             pass  # Jupyter Server starts a kernel when the id names none
-    return (await start_kernel_session(request, ref.name if ref else None, {})).session.id
+    return (await start_kernel_session(rt, principal_of(request), ref.name if ref else None, {})).session.id
 
 
 @router.get("/api/sessions")
@@ -157,16 +159,16 @@ async def update_session(session_id: str, request: Request, body: SessionBody | 
     old_kernel = session.kernel_id
     if body.kernel is not None and body.kernel.id is not None:
         try:
-            session.kernel_id = rt.channel(body.kernel.id, owner).session.id
+            session.kernel_id = rt.sessions.get(body.kernel.id, owner).session.id
         except SessionNotFound:
             raise InvalidRequest(f"No such kernel: {body.kernel.id}") from None
     elif body.kernel is not None and body.kernel.name is not None:
-        session.kernel_id = (await start_kernel_session(request, body.kernel.name, {})).session.id
+        session.kernel_id = (await start_kernel_session(rt, principal_of(request), body.kernel.name, {})).session.id
     session.path = body.path if body.path is not None else session.path
     session.name = body.name if body.name is not None else session.name
     session.type = body.type if body.type is not None else session.type
-    if session.kernel_id != old_kernel and old_kernel in rt.channels:
-        await rt.close_session(old_kernel, "replaced in a Jupyter session")
+    if session.kernel_id != old_kernel and old_kernel in rt.sessions:
+        await rt.sessions.close(old_kernel, "replaced in a Jupyter session")
     return session_model(rt, session)
 
 
@@ -176,6 +178,6 @@ async def delete_session(session_id: str, request: Request) -> Response:
     rt, sessions = _registry(request)
     session = sessions.get(rt, principal_of(request), session_id)
     sessions.remove(session.id)
-    if session.kernel_id in rt.channels:
-        await rt.close_session(session.kernel_id, "its Jupyter session was deleted")
+    if session.kernel_id in rt.sessions:
+        await rt.sessions.close(session.kernel_id, "its Jupyter session was deleted")
     return Response(status_code=204)

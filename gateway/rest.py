@@ -13,18 +13,14 @@ from kernels.quotas import ClientQuota
 
 from . import __version__
 from .access import principal_of
+from .deps import RuntimeDep, runtime_of
 from .frames import Frame, execution_frames, request_ids
 from .models import ApiInfo, ExecuteRequest, ExecutionResult, Health, LanguageInfo
-from .runtime import Runtime
 from .sessions import run_in_session
 from .streaming import respond, wants_stream
 
 log = logging.getLogger("gateway")
 router = APIRouter()
-
-
-def runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
 
 
 @router.get("/", response_model=ApiInfo)
@@ -46,20 +42,19 @@ async def api_info() -> ApiInfo:
 
 
 @router.get("/health", response_model=Health)
-async def health(request: Request) -> Health:
-    rt = runtime(request)
+async def health(rt: RuntimeDep) -> Health:
     return Health(
         connections=rt.connections,
-        sessions=len(rt.channels),
+        sessions=len(rt.sessions),
         kernels=rt.pool.stats(),
         sandbox=rt.sandbox.report(),
     )
 
 
 @router.get("/languages", response_model=list[LanguageInfo])
-async def languages(request: Request) -> list[LanguageInfo]:
+async def languages(rt: RuntimeDep) -> list[LanguageInfo]:
     """The languages `language` may name, and the kernelspec each runs on."""
-    langs = runtime(request).languages
+    langs = rt.languages
     return [
         LanguageInfo(
             language=name,
@@ -81,7 +76,7 @@ async def languages(request: Request) -> list[LanguageInfo]:
 async def execute_once(body: ExecuteRequest, request: Request) -> Response:
     """Run code in a fresh kernel that is thrown away afterwards; `session_id` runs it in
     that session instead. `stream: true` (or `Accept: application/x-ndjson`) streams frames."""
-    rt = runtime(request)
+    rt = runtime_of(request)
     stream = wants_stream(request, body.stream)
     if body.session_id is not None:
         return await run_in_session(request, body.session_id, body, stream)

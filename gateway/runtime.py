@@ -1,14 +1,11 @@
-"""The gateway's running parts, built from the settings: pool, sessions, limits."""
+"""The gateway's running parts, built from the settings, and their start and stop."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-import time
-from collections.abc import Callable
 
-from kernels.errors import CodeTooLarge, SessionNotFound, TimeoutTooLarge
+from kernels.errors import CodeTooLarge, TimeoutTooLarge
 from kernels.execution import ExecutionLimits
 from kernels.kernel import LaunchOptions
 from kernels.kernelspecs import kernelspec_manager
@@ -19,9 +16,8 @@ from kernels.provisioner import LocalHost
 from kernels.quotas import QuotaLimits, Quotas
 from kernels.runtime_dirs import RuntimeDirs
 from kernels.sandbox import Sandbox, SandboxConfig
-from kernels.sessions import SessionManager
 
-from .channel import SessionChannel
+from .registry import SessionRegistry
 from .settings import Settings
 
 log = logging.getLogger("gateway")
@@ -73,9 +69,8 @@ class Runtime:
             acquire_timeout=settings.kernel_acquire_timeout,
             max_in_use=settings.max_kernels,
         )
-        self.sessions = SessionManager(self.pool, self.languages, settings.max_sessions)
         self.quotas = Quotas(quota_limits(settings), self.pool)
-        self.channels: dict[str, SessionChannel] = {}
+        self.sessions = SessionRegistry(settings, self.languages, self.quotas)
         self.connections = 0
         self._culler: asyncio.Task[None] | None = None
 
@@ -109,76 +104,18 @@ class Runtime:
                 f"code of {len(code)} bytes is above max_code_bytes ({self.settings.max_code_bytes})"
             )
 
-    # -- sessions and their channels ---------------------------------------------------
-
-    async def open_session(
-        self,
-        language: str | None,
-        owner: str,
-        owned_by_socket: bool = False,
-        spec_name: str | None = None,
-        env: dict[str, str] | None = None,
-    ) -> SessionChannel:
-        session = await self.sessions.create(self.quotas.of(owner), language, spec_name, env)
-        s = self.settings
-        channel = SessionChannel(session, owner, s.session_log_frames, s.session_log_bytes, owned_by_socket)
-        self.channels[session.id] = channel
-        return channel
-
-    def channel(self, session_id: str, owner: str) -> SessionChannel:
-        """The session's channel, if it belongs to `owner`; others get SessionNotFound, so
-        nobody learns whether another client's session id exists."""
-        channel = self.channels.get(session_id)
-        if channel is None or not hmac.compare_digest(channel.owner, owner):
-            raise SessionNotFound(session_id)
-        return channel
-
-    def owned_by(self, owner: str) -> list[SessionChannel]:
-        return [c for c in self.channels.values() if c.owner == owner]
-
-    async def close_session(self, session_id: str, reason: str) -> None:
-        channel = self.channels.pop(session_id, None)
-        if channel is None:
-            raise SessionNotFound(session_id)
-        await self.sessions.discard(session_id)
-        await channel.close(reason)
-        log.info("session %s: closed (%s)", session_id, reason)
-
-    def expire(self, channel: SessionChannel) -> Callable[[], None]:
-        """What to do when a detached /ws session's grace period ends."""
-
-        def expired() -> None:
-            if not channel.attached and channel.session.id in self.channels:
-                asyncio.ensure_future(self.close_session(channel.session.id, "grace period over"))
-
-        return expired
-
-    async def _cull(self) -> None:
-        s = self.settings
-        while True:
-            await asyncio.sleep(s.cull_interval_s)
-            now = time.time()
-            for channel in list(self.channels.values()):
-                session = channel.session
-                idle = session.state.value == "idle" or s.cull_busy
-                # `connections` counts every socket: /ws and Jupyter's channels alike
-                if not session.connections and idle and now - session.last_activity > s.idle_timeout_s:
-                    await self.close_session(session.id, f"idle for {s.idle_timeout_s:g} s")
-
     # -- life --------------------------------------------------------------------------
 
     def start(self) -> None:
         warm_output_validation()
         for spec_name in set(self.languages.specs.values()):
             self.pool.warm(spec_name)
-        self._culler = asyncio.create_task(self._cull())
+        self._culler = asyncio.create_task(self.sessions.cull())
 
     async def stop(self) -> None:
         if self._culler is not None:
             self._culler.cancel()
-        for session_id in list(self.channels):
-            await self.close_session(session_id, "the gateway is shutting down")
-        await self.sessions.close_all()
+        await self.sessions.close_all("the gateway is shutting down")
         await self.pool.close()
         self.sandbox.close()
         self.runtime_dirs.close()

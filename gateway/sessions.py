@@ -10,16 +10,12 @@ from fastapi import APIRouter, Request, Response
 from kernels.session import Session
 
 from .access import principal_of
+from .deps import Owner, RuntimeDep, Sessions, runtime_of
 from .frames import execution_frames, request_ids
 from .models import CreateSession, ExecuteRequest, ExecutionResult, KernelInfo, SessionExecuteRequest, SessionInfo
-from .runtime import Runtime
 from .streaming import respond, wants_stream
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
-
-
-def _runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
 
 
 def session_info(session: Session) -> SessionInfo:
@@ -39,33 +35,30 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
 
 
-def _session(request: Request, session_id: str) -> Session:
-    return _runtime(request).channel(session_id, principal_of(request)).session
 
 
 @router.post("", response_model=SessionInfo, status_code=201)
-async def create_session(request: Request, body: CreateSession | None = None) -> SessionInfo:
+async def create_session(sessions: Sessions, owner: Owner, body: CreateSession | None = None) -> SessionInfo:
     """A session with its own kernel; it lives until deleted or culled when idle."""
-    channel = await _runtime(request).open_session(body.language if body else None, principal_of(request))
+    channel = await sessions.open(body.language if body else None, owner)
     return session_info(channel.session)
 
 
 @router.get("", response_model=list[SessionInfo])
-async def list_sessions(request: Request) -> list[SessionInfo]:
+async def list_sessions(sessions: Sessions, owner: Owner) -> list[SessionInfo]:
     """The caller's sessions (each token sees only its own)."""
-    return [session_info(c.session) for c in _runtime(request).owned_by(principal_of(request))]
+    return [session_info(c.session) for c in sessions.owned_by(owner)]
 
 
 @router.get("/{session_id}", response_model=SessionInfo)
-async def get_session(session_id: str, request: Request) -> SessionInfo:
-    return session_info(_session(request, session_id))
+async def get_session(session_id: str, sessions: Sessions, owner: Owner) -> SessionInfo:
+    return session_info(sessions.get(session_id, owner).session)
 
 
 @router.delete("/{session_id}", status_code=204)
-async def delete_session(session_id: str, request: Request) -> Response:
-    rt = _runtime(request)
-    rt.channel(session_id, principal_of(request))  # ownership
-    await rt.close_session(session_id, "deleted over REST")
+async def delete_session(session_id: str, sessions: Sessions, owner: Owner) -> Response:
+    sessions.get(session_id, owner)  # ownership
+    await sessions.close(session_id, "deleted over REST")
     return Response(status_code=204)
 
 
@@ -81,25 +74,27 @@ async def execute_in_session(session_id: str, body: SessionExecuteRequest, reque
 
 
 @router.post("/{session_id}/interrupt", response_model=SessionInfo)
-async def interrupt_session(session_id: str, request: Request) -> SessionInfo:
-    session = _session(request, session_id)
+async def interrupt_session(session_id: str, sessions: Sessions, owner: Owner) -> SessionInfo:
+    session = sessions.get(session_id, owner).session
     await session.interrupt()
     return session_info(session)
 
 
 @router.post("/{session_id}/restart", response_model=SessionInfo)
-async def restart_session(session_id: str, request: Request, language: str | None = None) -> SessionInfo:
+async def restart_session(
+    session_id: str, rt: RuntimeDep, owner: Owner, language: str | None = None
+) -> SessionInfo:
     """Restart every kernel of the session, or the one of `?language=`; state is lost."""
-    session = _session(request, session_id)
-    await session.restart(_runtime(request).languages.spec_for(language) if language else None)
+    session = rt.sessions.get(session_id, owner).session
+    await session.restart(rt.languages.spec_for(language) if language else None)
     return session_info(session)
 
 
 async def run_in_session(
     request: Request, session_id: str, body: ExecuteRequest | SessionExecuteRequest, stream: bool
 ) -> Response:
-    rt = _runtime(request)
-    session = _session(request, session_id)
+    rt = runtime_of(request)
+    session = rt.sessions.get(session_id, principal_of(request)).session
     rt.check_code(body.code)
     limits = rt.limits(body.timeout)
     spec_name = rt.languages.spec_for(body.language) if body.language else None

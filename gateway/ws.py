@@ -16,6 +16,7 @@ from kernels.errors import GatewayError, InvalidRequest
 
 from .access import principal_of
 from .channel import Replay, SessionChannel
+from .deps import runtime_of
 from .errors import close_code
 from .frames import Frame, execution_frames, refused_result, request_ids
 from .models import Ack, CodeAtCursor, ExecuteCode, InputReply, Restart
@@ -212,7 +213,7 @@ class Connection:
             await self.error(str(exc), ids)
 
     async def on_close_session(self, data: dict[str, Any], ids: dict[str, str]) -> None:
-        await self.runtime.close_session(self.session.id, "session closed by the client")
+        await self.runtime.sessions.close(self.session.id, "session closed by the client")
 
     # -- teardown ----------------------------------------------------------------------
 
@@ -283,16 +284,16 @@ async def websocket_session(ws: WebSocket) -> None:
     A session made by a bare /ws ends `session_grace_s` after its socket goes, unless a
     client attaches again; a session made over REST lives until deleted or culled.
     """
-    runtime: Runtime = ws.app.state.runtime
+    runtime = runtime_of(ws)
     owner = principal_of(ws)
     await ws.accept()
     session_id = ws.query_params.get("session_id")
     try:
         last_seq = _last_seq(ws.query_params.get("last_seq"))
         if session_id is not None:
-            channel = runtime.channel(session_id, owner)
+            channel = runtime.sessions.get(session_id, owner)
         else:
-            channel = await runtime.open_session(ws.query_params.get("language"), owner, owned_by_socket=True)
+            channel = await runtime.sessions.open(ws.query_params.get("language"), owner, owned_by_socket=True)
     except GatewayError as exc:
         await _refuse(ws, exc)
         return
@@ -310,7 +311,7 @@ async def websocket_session(ws: WebSocket) -> None:
     finally:
         runtime.connections -= 1
         channel.session.connections -= 1
-        channel.detach(conn, runtime.settings.session_grace_s, runtime.expire(channel))
+        channel.detach(conn, runtime.settings.session_grace_s, runtime.sessions.expire(channel))
         await conn.finish()
         log.info("session %s: socket closed", channel.session.id)
 

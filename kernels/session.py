@@ -112,6 +112,10 @@ class Session:
         self._listeners: list[Listener] = []
         self._stop_reason = "cancelled"
         self._interrupting: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start running what is submitted (its worker task)."""
         self._worker = asyncio.create_task(self._work())
 
     # -- what it is ----------------------------------------------------------------------
@@ -385,8 +389,9 @@ class Session:
         self._set_state(SessionState.CLOSED, "the session was closed")
         reason = "the session was closed"
         self._stop_reason = reason
-        self._worker.cancel()
-        await asyncio.gather(self._worker, return_exceptions=True)
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
         while self._queue:
             self._queue.popleft().cancel(reason)
         self._listeners.clear()
