@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import AsyncIterator
-
 from fastapi import APIRouter, Request, Response
-
-from kernels.execution import ExecutionLimits, execute
-from kernels.quotas import ClientQuota
 
 from . import __version__
 from .access import principal_of
 from .deps import RuntimeDep, runtime_of
-from .frames import Frame, execution_frames, request_ids
+from .frames import request_ids
 from .models import ApiInfo, ExecuteRequest, ExecutionResult, Health, LanguageInfo
 from .sessions import run_in_session
 from .streaming import respond, wants_stream
 
-log = logging.getLogger("gateway")
 router = APIRouter()
 
 
@@ -80,25 +72,5 @@ async def execute_once(body: ExecuteRequest, request: Request) -> Response:
     stream = wants_stream(request, body.stream)
     if body.session_id is not None:
         return await run_in_session(request, body.session_id, body, stream)
-    rt.check_code(body.code)
-    spec_name = rt.languages.spec_for(body.language)
-    limits = rt.limits(body.timeout)
-    quota = rt.quotas.of(principal_of(request))
-    return await respond(_one_shot(quota, spec_name, body, limits), stream)
-
-
-async def _one_shot(
-    quota: ClientQuota, spec_name: str, body: ExecuteRequest, limits: ExecutionLimits
-) -> AsyncIterator[Frame]:
-    started = time.monotonic()
-    kernel = await quota.acquire(spec_name)
-    frame: Frame = {}
-    try:
-        # No stdin: input() raises at once instead of waiting for an answer nobody can give.
-        events = execute(kernel, body.code, limits, allow_stdin=False)
-        async for frame in execution_frames(events, request_ids(body.id, None), started):
-            yield frame
-    finally:
-        # Thrown away, never reused; a client that left mid-stream also ends up here.
-        quota.release(kernel)
-        log.info("one-shot %s: %s", spec_name, frame.get("status", "abandoned"))
+    frames = rt.executions.one_shot(principal_of(request), body.code, body.language, body.timeout, request_ids(body.id, None))
+    return await respond(frames, stream)

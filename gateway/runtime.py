@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from kernels.errors import CodeTooLarge, TimeoutTooLarge
-from kernels.execution import ExecutionLimits
 from kernels.kernel import LaunchOptions
 from kernels.kernelspecs import kernelspec_manager
 from kernels.languages import Languages
@@ -17,6 +15,7 @@ from kernels.quotas import QuotaLimits, Quotas
 from kernels.runtime_dirs import RuntimeDirs
 from kernels.sandbox import Sandbox, SandboxConfig
 
+from .executions import Executions
 from .registry import SessionRegistry
 from .settings import Settings
 
@@ -71,6 +70,7 @@ class Runtime:
         )
         self.quotas = Quotas(quota_limits(settings), self.pool)
         self.sessions = SessionRegistry(settings, self.languages, self.quotas)
+        self.executions = Executions(settings, self.languages, self.quotas)
         self.connections = 0
         self._culler: asyncio.Task[None] | None = None
 
@@ -85,24 +85,6 @@ class Runtime:
             options.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
             options.warm_up_code = "1"
         return options
-
-    def limits(self, timeout: float | None) -> ExecutionLimits:
-        s = self.settings
-        if timeout is not None and timeout > s.max_timeout:
-            raise TimeoutTooLarge(f"timeout {timeout:g} s is above max_timeout ({s.max_timeout:g} s)")
-        return ExecutionLimits(
-            timeout=timeout or s.default_timeout,
-            interrupt_grace=s.interrupt_grace,
-            output_limit=s.output_limit,
-            stream_window=s.stream_window_ms / 1000,
-            stream_max_bytes=s.stream_max_bytes,
-        )
-
-    def check_code(self, code: str) -> None:
-        if len(code) > self.settings.max_code_bytes:
-            raise CodeTooLarge(
-                f"code of {len(code)} bytes is above max_code_bytes ({self.settings.max_code_bytes})"
-            )
 
     # -- life --------------------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 
 from fastapi import APIRouter, Request, Response
@@ -11,7 +10,7 @@ from kernels.session import Session
 
 from .access import principal_of
 from .deps import Owner, RuntimeDep, Sessions, runtime_of
-from .frames import execution_frames, request_ids
+from .frames import request_ids
 from .models import CreateSession, ExecuteRequest, ExecutionResult, KernelInfo, SessionExecuteRequest, SessionInfo
 from .streaming import respond, wants_stream
 
@@ -95,10 +94,8 @@ async def run_in_session(
 ) -> Response:
     rt = runtime_of(request)
     session = rt.sessions.get(session_id, principal_of(request)).session
-    rt.check_code(body.code)
-    limits = rt.limits(body.timeout)
-    spec_name = rt.languages.spec_for(body.language) if body.language else None
-    started = time.monotonic()
     # No stdin over plain HTTP: nobody could answer an input() prompt.
-    run = session.submit(body.code, limits, allow_stdin=False, spec_name=spec_name)
-    return await respond(execution_frames(run, request_ids(body.id, None), started), stream)
+    frames = rt.executions.in_session(
+        session, body.code, body.language, body.timeout, request_ids(body.id, None), allow_stdin=False
+    )
+    return await respond(frames, stream)

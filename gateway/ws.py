@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ from .access import principal_of
 from .channel import Replay, SessionChannel
 from .deps import runtime_of
 from .errors import close_code
-from .frames import Frame, execution_frames, refused_result, request_ids
+from .frames import Frame, refused_result, request_ids
 from .models import Ack, CodeAtCursor, ExecuteCode, InputReply, Restart
 from .runtime import Runtime
 
@@ -133,20 +132,11 @@ class Connection:
 
     async def on_execute(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         msg = ExecuteCode.model_validate(data)
-        # No language: the session's own (the one it was made with).
-        spec_name = self.runtime.languages.spec_for(msg.language) if msg.language else None
-        self.runtime.check_code(msg.code)
-        limits = self.runtime.limits(msg.timeout)
-        request = self.session.submit(msg.code, limits, allow_stdin=True, spec_name=spec_name)
-        # The channel owns the stream: output produced while no socket is attached is logged.
-        self.channel.publish_all(self._frames(request, ids, time.monotonic()))
-
-    async def _frames(self, request: Any, ids: dict[str, str], submitted: float) -> AsyncIterator[Frame]:
-        async for frame in execution_frames(request, ids, submitted):
-            yield frame
-        log.info(
-            "session %s: execution %s in %.3f s", self.session.id, frame["status"], frame["execution_time"]
+        frames = self.runtime.executions.in_session(
+            self.session, msg.code, msg.language, msg.timeout, ids, allow_stdin=True
         )
+        # The channel owns the stream: output produced while no socket is attached is logged.
+        self.channel.publish_all(frames)
 
     async def on_ping(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         await self.channel.publish({"type": "pong", **ids})

@@ -1,0 +1,103 @@
+"""Running one execution, for every surface: WebSocket, REST, NDJSON, sessions over REST.
+
+A surface hands over what its client asked; this checks it against the limits, queues it (on
+a session's kernel, or on a one-shot kernel thrown away afterwards), and gives back its frames,
+the last one its `execution_result`. It is the one place an execution's life passes through
+in the gateway, so what is measured or traced about executions is added here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from kernels.errors import CodeTooLarge, TimeoutTooLarge
+from kernels.events import Event
+from kernels.execution import ExecutionLimits, execute
+from kernels.languages import Languages
+from kernels.quotas import Quotas
+from kernels.session import Session
+
+from .frames import Frame, execution_frames
+from .settings import Settings
+
+log = logging.getLogger("gateway")
+
+
+class Executions:
+    def __init__(self, settings: Settings, languages: Languages, quotas: Quotas) -> None:
+        self.settings = settings
+        self.languages = languages
+        self.quotas = quotas
+
+    def in_session(
+        self,
+        session: Session,
+        code: str,
+        language: str | None,
+        timeout: float | None,
+        ids: dict[str, str],
+        *,
+        allow_stdin: bool,
+    ) -> AsyncIterator[Frame]:
+        """Queue `code` behind whatever the session runs; refused at once (an error raised
+        here, before any frame) if it breaks a limit. No `language`: the session's own."""
+        self._check_code(code)
+        spec_name = self.languages.spec_for(language) if language else None
+        limits = self._limits(timeout)
+        run = session.submit(code, limits, allow_stdin=allow_stdin, spec_name=spec_name)
+        return self._frames(run, ids, time.monotonic(), f"session {session.id}")
+
+    def one_shot(
+        self, owner: str, code: str, language: str | None, timeout: float | None, ids: dict[str, str]
+    ) -> AsyncIterator[Frame]:
+        """Run `code` on a fresh kernel of the owner's share, thrown away afterwards."""
+        self._check_code(code)
+        spec_name = self.languages.spec_for(language)
+        limits = self._limits(timeout)
+        return self._one_shot(owner, spec_name, code, limits, ids)
+
+    async def _one_shot(
+        self, owner: str, spec_name: str, code: str, limits: ExecutionLimits, ids: dict[str, str]
+    ) -> AsyncIterator[Frame]:
+        started = time.monotonic()
+        quota = self.quotas.of(owner)
+        kernel = await quota.acquire(spec_name)
+        try:
+            # No stdin: input() raises at once instead of waiting for an answer nobody can give.
+            events = execute(kernel, code, limits, allow_stdin=False)
+            async for frame in self._frames(events, ids, started, f"one-shot {spec_name}"):
+                yield frame
+        finally:
+            # Thrown away, never reused; a client that left mid-stream also ends up here.
+            quota.release(kernel)
+
+    async def _frames(
+        self, events: AsyncIterator[Event], ids: dict[str, str], started: float, where: str
+    ) -> AsyncIterator[Frame]:
+        frame: Frame = {}
+        try:
+            async for frame in execution_frames(events, ids, started):
+                yield frame
+        finally:
+            status = frame.get("status", "abandoned") if frame.get("type") == "execution_result" else "abandoned"
+            log.info("%s: execution %s in %.3f s", where, status, time.monotonic() - started)
+
+    # -- limits ----------------------------------------------------------------------------
+
+    def _limits(self, timeout: float | None) -> ExecutionLimits:
+        s = self.settings
+        if timeout is not None and timeout > s.max_timeout:
+            raise TimeoutTooLarge(f"timeout {timeout:g} s is above max_timeout ({s.max_timeout:g} s)")
+        return ExecutionLimits(
+            timeout=timeout or s.default_timeout,
+            interrupt_grace=s.interrupt_grace,
+            output_limit=s.output_limit,
+            stream_window=s.stream_window_ms / 1000,
+            stream_max_bytes=s.stream_max_bytes,
+        )
+
+    def _check_code(self, code: str) -> None:
+        if len(code) > self.settings.max_code_bytes:
+            raise CodeTooLarge(f"code of {len(code)} bytes is above max_code_bytes ({self.settings.max_code_bytes})")
