@@ -18,7 +18,8 @@ from kernels.session import Session
 
 from .errors import WS_NORMAL, WS_TAKEN_OVER
 from .frame_log import FrameLog
-from .frames import Frame, notice_frame
+from .frames import notice_frame
+from .protocol import Frame
 
 log = logging.getLogger("gateway")
 
@@ -63,8 +64,9 @@ class SessionChannel:
         return self._log.last_seq
 
     async def publish(self, frame: Frame) -> None:
-        frame["seq"] = self.seq + 1
-        text = json.dumps(frame)
+        data = frame.frame()
+        data["seq"] = self.seq + 1
+        text = json.dumps(data)
         self._log.append(text)
         if self.sink is not None:
             await self.sink.send(text)

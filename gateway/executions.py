@@ -19,7 +19,8 @@ from kernels.languages import Languages
 from kernels.quotas import Quotas
 from kernels.session import Session
 
-from .frames import Frame, execution_frames
+from .frames import execution_frames
+from .protocol import ExecutionResult, Frame
 from .settings import Settings
 
 log = logging.getLogger("gateway")
@@ -76,12 +77,12 @@ class Executions:
     async def _frames(
         self, events: AsyncIterator[Event], ids: dict[str, str], started: float, where: str
     ) -> AsyncIterator[Frame]:
-        frame: Frame = {}
+        frame: Frame | None = None
         try:
             async for frame in execution_frames(events, ids, started):
                 yield frame
         finally:
-            status = frame.get("status", "abandoned") if frame.get("type") == "execution_result" else "abandoned"
+            status = frame.status if isinstance(frame, ExecutionResult) else "abandoned"
             log.info("%s: execution %s in %.3f s", where, status, time.monotonic() - started)
 
     # -- limits ----------------------------------------------------------------------------

@@ -1,10 +1,9 @@
-"""Kernel events as wire frames: the same JSON over WebSocket and NDJSON."""
+"""Kernel events as wire frames (protocol.py): the same JSON over WebSocket and NDJSON."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from kernels.events import (
     ClearOutput,
@@ -19,9 +18,15 @@ from kernels.events import (
 )
 from kernels.outputs import OutputCollector
 
-from .models import ExecutionResult
-
-Frame = dict[str, Any]
+from .protocol import (
+    ClearOutputFrame,
+    ExecutionResult,
+    Frame,
+    InputRequestFrame,
+    OutputFrame,
+    StatusFrame,
+    UpdateDisplayFrame,
+)
 
 
 def request_ids(id: str | None, execution_id: str | None) -> dict[str, str]:
@@ -36,32 +41,25 @@ def request_ids(id: str | None, execution_id: str | None) -> dict[str, str]:
 
 def event_frame(event: Event, ids: dict[str, str]) -> Frame:
     if isinstance(event, Output):
-        return {"type": "output", **ids, "output": event.output}
+        return OutputFrame(**ids, output=event.output)
     if isinstance(event, Status):
-        return {"type": "status", **ids, "execution_state": event.execution_state}
+        return StatusFrame(**ids, execution_state=event.execution_state)
     if isinstance(event, ClearOutput):
-        return {"type": "clear_output", **ids, "wait": event.wait}
+        return ClearOutputFrame(**ids, wait=event.wait)
     if isinstance(event, UpdateDisplay):
-        return {
-            "type": "update_display_data",
-            **ids,
-            "output": event.output,
-            "display_id": event.display_id,
-        }
+        return UpdateDisplayFrame(**ids, output=event.output, display_id=event.display_id)
     if isinstance(event, InputRequest):
-        return {"type": "input_request", **ids, "prompt": event.prompt, "password": event.password}
+        return InputRequestFrame(**ids, prompt=event.prompt, password=event.password)
     raise TypeError(f"no frame for {event!r}")
 
 
 def notice_frame(notice: SessionNotice) -> Frame:
-    frame: Frame = {"type": "status", "execution_state": notice.state}
-    if notice.message:
-        frame["message"] = notice.message
-    if notice.state_lost:
-        frame["state_lost"] = True
-    if notice.language:
-        frame["language"] = notice.language
-    return frame
+    return StatusFrame(
+        execution_state=notice.state,
+        message=notice.message or None,
+        state_lost=True if notice.state_lost else None,
+        language=notice.language or None,
+    )
 
 
 async def execution_frames(
@@ -72,7 +70,7 @@ async def execution_frames(
     collector = OutputCollector()
     async for event in events:
         if isinstance(event, Finished):
-            yield result(event, collector, ids, time.monotonic() - started).frame()
+            yield result(event, collector, ids, time.monotonic() - started)
             return
         collector.apply(event)
         yield event_frame(event, ids)
@@ -82,7 +80,7 @@ def refused_result(reason: str, ids: dict[str, str]) -> Frame:
     """The result of an execution that never ran: bad input, no kernel to run it on."""
     return ExecutionResult(
         **ids, status="error", output=[], errors=[f"Error: {reason}"], execution_time=0.0, outputs=[], reason=reason
-    ).frame()
+    )
 
 
 def result(

@@ -1,4 +1,5 @@
-"""The wire: request bodies, client messages and server frames, as pydantic models."""
+"""The REST API's request bodies and answers, as pydantic models (the `/ws` protocol's
+messages and frames are in protocol.py)."""
 
 from __future__ import annotations
 
@@ -52,59 +53,6 @@ class SessionInfo(BaseModel):
     last_activity: str
     execution_state: str
     connections: int
-
-
-class ExecuteCode(_Message):
-    """Client message `execute_code` (alias `execute`)."""
-
-    code: str
-    language: str | None = None
-    timeout: float | None = Field(None, gt=0)
-    id: str | None = None
-    execution_id: str | None = None
-
-
-class Restart(_Message):
-    """Client message `restart`: every kernel of the session, or the one of `language`."""
-
-    language: str | None = None
-
-
-class Ack(_Message):
-    """Client message `ack`: every frame up to `seq` arrived; the log may drop them."""
-
-    seq: int = Field(ge=0)
-
-
-class InputReply(_Message):
-    value: str
-
-
-class CodeAtCursor(_Message):
-    """Client messages `complete` and `inspect`."""
-
-    code: str
-    cursor_pos: int | None = Field(None, ge=0, description="defaults to the end of code")
-    language: str | None = Field(None, description="ask the session's kernel of this language")
-    detail_level: int = Field(0, ge=0, le=1)
-
-
-class ExecutionResult(BaseModel):
-    """The last frame about an execution; also the body `POST /execute` returns."""
-
-    type: Literal["execution_result"] = "execution_result"
-    id: str | None = None
-    execution_id: str | None = None
-    status: Literal["ok", "error", "timeout", "interrupted", "died", "cancelled"]
-    output: list[str] = Field(description="stdout, split into lines")
-    errors: list[str] = Field(description="stderr lines and `Ename: evalue` of each error")
-    execution_time: float = Field(description="seconds from submission to the end")
-    execution_count: int | None = None
-    outputs: list[dict[str, Any]] = Field(description="nbformat outputs, streams merged")
-    reason: str | None = Field(None, description="why it did not end normally")
-
-    def frame(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
 
 
 class ApiInfo(BaseModel):

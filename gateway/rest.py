@@ -8,7 +8,8 @@ from . import __version__
 from .access import principal_of
 from .deps import RuntimeDep, runtime_of
 from .frames import request_ids
-from .models import ApiInfo, ExecuteRequest, ExecutionResult, Health, LanguageInfo
+from .models import ApiInfo, ExecuteRequest, Health, LanguageInfo
+from .protocol import ExecutionResult
 from .sessions import run_in_session
 from .streaming import respond, wants_stream
 

@@ -11,7 +11,8 @@ from kernels.session import Session
 from .access import principal_of
 from .deps import Owner, RuntimeDep, Sessions, runtime_of
 from .frames import request_ids
-from .models import CreateSession, ExecuteRequest, ExecutionResult, KernelInfo, SessionExecuteRequest, SessionInfo
+from .models import CreateSession, ExecuteRequest, KernelInfo, SessionExecuteRequest, SessionInfo
+from .protocol import ExecutionResult
 from .streaming import respond, wants_stream
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])

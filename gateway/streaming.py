@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .frames import Frame
+from .protocol import Frame
 
 NDJSON = "application/x-ndjson"
 
@@ -25,12 +25,12 @@ async def respond(frames: AsyncIterator[Frame], stream: bool) -> JSONResponse | 
     """
     if stream:
         return StreamingResponse(_lines(frames), media_type=NDJSON)
-    last: Frame = {}
+    last: Frame | None = None
     async for last in frames:
         pass
-    return JSONResponse(last)
+    return JSONResponse(last.frame() if last is not None else {})
 
 
 async def _lines(frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
     async for frame in frames:
-        yield json.dumps(frame).encode() + b"\n"
+        yield json.dumps(frame.frame()).encode() + b"\n"

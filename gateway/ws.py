@@ -17,8 +17,21 @@ from .access import principal_of
 from .channel import Replay, SessionChannel
 from .deps import runtime_of
 from .errors import close_code
-from .frames import Frame, refused_result, request_ids
-from .models import Ack, CodeAtCursor, ExecuteCode, InputReply, Restart
+from .frames import refused_result, request_ids
+from .protocol import (
+    Ack,
+    CodeAtCursor,
+    CompletionFrame,
+    ErrorFrame,
+    ExecuteCode,
+    Frame,
+    InputReply,
+    InspectionFrame,
+    PongFrame,
+    Restart,
+    SessionFrame,
+    json_schema,
+)
 from .runtime import Runtime
 
 log = logging.getLogger("gateway")
@@ -84,7 +97,7 @@ class Connection:
             pass  # the socket went away; the receive loop notices and cleans up
 
     async def error(self, message: str, ids: dict[str, str] | None = None) -> None:
-        await self.channel.publish({"type": "error", **(ids or {}), "message": message})
+        await self.channel.publish(ErrorFrame(**(ids or {}), message=message))
 
     # -- client messages ---------------------------------------------------------------
 
@@ -139,7 +152,7 @@ class Connection:
         self.channel.publish_all(frames)
 
     async def on_ping(self, data: dict[str, Any], ids: dict[str, str]) -> None:
-        await self.channel.publish({"type": "pong", **ids})
+        await self.channel.publish(PongFrame(**ids))
 
     async def on_ack(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         seq = Ack.model_validate(data).seq
@@ -169,14 +182,13 @@ class Connection:
         cursor = len(msg.code) if msg.cursor_pos is None else msg.cursor_pos
         spec_name = self.runtime.languages.spec_for(msg.language) if msg.language else None
         reply = await self.session.complete(msg.code, cursor, self.runtime.settings.request_timeout, spec_name)
-        await self.channel.publish({
-            "type": "completion",
+        await self.channel.publish(CompletionFrame(
             **ids,
-            "matches": reply.get("matches", []),
-            "cursor_start": reply.get("cursor_start", cursor),
-            "cursor_end": reply.get("cursor_end", cursor),
-            "metadata": reply.get("metadata", {}),
-        })
+            matches=reply.get("matches", []),
+            cursor_start=reply.get("cursor_start", cursor),
+            cursor_end=reply.get("cursor_end", cursor),
+            metadata=reply.get("metadata", {}),
+        ))
 
     async def on_inspect(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         msg = CodeAtCursor.model_validate(data)
@@ -187,13 +199,9 @@ class Connection:
         timeout = self.runtime.settings.request_timeout
         spec_name = self.runtime.languages.spec_for(msg.language) if msg.language else None
         reply = await self.session.inspect(msg.code, cursor, msg.detail_level, timeout, spec_name)
-        await self.channel.publish({
-            "type": "inspection",
-            **ids,
-            "found": reply.get("found", False),
-            "data": reply.get("data", {}),
-            "metadata": reply.get("metadata", {}),
-        })
+        await self.channel.publish(InspectionFrame(
+            **ids, found=reply.get("found", False), data=reply.get("data", {}), metadata=reply.get("metadata", {}),
+        ))
 
     async def _guard(self, work: Awaitable[None], ids: dict[str, str]) -> None:
         """Run background work for a client message; its failure becomes an error frame."""
@@ -290,7 +298,7 @@ async def websocket_session(ws: WebSocket) -> None:
     conn = Connection(ws, runtime, channel)
     replay = channel.attach(conn, last_seq)
     resumed = session_id is not None
-    conn.start([json.dumps(_session_frame(channel, resumed, replay)), *replay.frames])
+    conn.start([json.dumps(_session_frame(channel, resumed, replay).frame()), *replay.frames])
     runtime.connections += 1
     channel.session.connections += 1
     log.info("session %s: socket %s", channel.session.id, "resumed" if resumed else "connected")
@@ -315,25 +323,29 @@ def _last_seq(value: str | None) -> int | None:
 
 
 async def _refuse(ws: WebSocket, exc: Exception) -> None:
-    await ws.send_text(json.dumps({"type": "error", "message": str(exc)}))
+    await ws.send_text(json.dumps(ErrorFrame(message=str(exc)).frame()))
     await ws.close(code=close_code(exc), reason=str(exc)[:120])
 
 
-def _session_frame(channel: SessionChannel, resumed: bool, replay: Replay) -> Frame:
+def _session_frame(channel: SessionChannel, resumed: bool, replay: Replay) -> SessionFrame:
     session = channel.session
     kernels = session.kernel_list()
-    frame: Frame = {
-        "type": "session",
-        "session_id": session.id,
-        "kernel": session.spec_name,
-        "language": session.language,
-        "language_version": kernels[0]["language_version"] if kernels else None,
-        "kernels": kernels,
-        "execution_state": session.state.value,
-        "resumed": resumed,
-        "last_seq": channel.seq,  # the seq of the newest frame so far
-        "replayed": len(replay.frames),
-    }
-    if replay.lost is not None:
-        frame["lost"] = {"from_seq": replay.lost[0], "to_seq": replay.lost[1]}
-    return frame
+    lost = {"from_seq": replay.lost[0], "to_seq": replay.lost[1]} if replay.lost is not None else None
+    return SessionFrame(
+        session_id=session.id,
+        kernel=session.spec_name,
+        language=session.language,
+        language_version=kernels[0]["language_version"] if kernels else None,
+        kernels=kernels,
+        execution_state=session.state.value,
+        resumed=resumed,
+        last_seq=channel.seq,
+        replayed=len(replay.frames),
+        lost=lost,
+    )
+
+
+@router.get("/ws/schema", tags=["protocol"])
+async def protocol_schema() -> dict[str, Any]:
+    """The `/ws` protocol as JSON Schema: every client message and every server frame."""
+    return json_schema()
