@@ -233,7 +233,8 @@ class Cgroups:
 
 
 def owner_alive(name: str) -> bool:
-    """Whether a group's owner, named by its pid, still runs (non-pid names: not ours)."""
+    """Whether a group's owner, named by its pid, still runs. Any other name counts as not
+    running: under the gateways' own parent group, whatever no live gateway owns is swept."""
     if not name.isdigit():
         return False
     try:

@@ -22,7 +22,7 @@ import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 
-from . import wire
+from . import message_unpack
 from .errors import KernelBusyTimeout, KernelDied, KernelStartFailed
 from .exit_codes import death_reason
 from .provisioner import GatewayKernelManager, LocalHost
@@ -153,7 +153,7 @@ class Kernel:
         # gateway memory for a long session). It guards nothing here: the only peer that can
         # reach these private ipc sockets is the kernel, which holds the key anyway.
         self.client.session.digest_history_size = 0
-        self.client.session.unpack = wire.unpack
+        self.client.session.unpack = message_unpack.unpack
         # No heartbeat channel: it costs a thread per kernel, and the death watch polls the
         # provisioner instead (which works for remote kernels too). Control connects on
         # first use (see send()).

@@ -6,11 +6,6 @@ import logging
 import os
 from typing import Any
 
-# nbformat's default validator compiles the whole notebook schema with fastjsonschema
-# (~7 MB of gateway memory), yet validating one output against a sub-schema goes through
-# jsonschema anyway. This is nbformat's own switch; an operator's setting wins.
-os.environ.setdefault("NBFORMAT_VALIDATOR", "jsonschema")
-
 from nbformat import NotebookNode, ValidationError
 from nbformat.v4 import new_output, output_from_msg
 
@@ -152,5 +147,11 @@ class OutputCollector:
 
 def warm_output_validation() -> None:
     """nbformat compiles its schema validator on first use (tens of ms): pay that at start-up,
-    not in a user's first request."""
+    not in a user's first request.
+
+    Its default validator compiles the whole notebook schema with fastjsonschema (~7 MB of
+    gateway memory), yet validating one output against a sub-schema goes through jsonschema
+    anyway; NBFORMAT_VALIDATOR is nbformat's own switch, read at each validation, and an
+    operator's setting wins."""
+    os.environ.setdefault("NBFORMAT_VALIDATOR", "jsonschema")
     new_output("stream", name="stdout", text="")

@@ -31,14 +31,25 @@ _INTERRUPT_WAITS_S = (1.0, 2.0, 4.0)
 
 
 class SessionState(str, enum.Enum):
+    """A session's state as its clients see it. A session is made on a ready kernel (there is
+    no "starting"), and a kernel that dies is replaced at once (RESTARTING): its death is a
+    notice, not a state the session stays in."""
+
     IDLE = "idle"
     BUSY = "busy"
     RESTARTING = "restarting"
     CLOSED = "closed"
 
 
-class Request:
-    """One queued or running execution; iterate it for its events, `Finished` last."""
+_ACTIVE = {SessionState.IDLE, SessionState.BUSY, SessionState.RESTARTING}
+# Each state may follow each active one (a notice may repeat a state, with its message);
+# nothing follows CLOSED.
+_NEXT = {**{state: {*_ACTIVE, SessionState.CLOSED} for state in _ACTIVE}, SessionState.CLOSED: set()}
+
+
+class QueuedRun:
+    """One queued or running execution; iterate it for its events, `Finished` last.
+    (Not an HTTP request: any surface's execution, once submitted to a session.)"""
 
     def __init__(self, code: str, limits: ExecutionLimits, allow_stdin: bool, spec_name: str) -> None:
         self.code = code
@@ -104,10 +115,10 @@ class Session:
         self.connections = 0  # clients attached to it now
         self.runs = 0  # requests submitted so far
         self._state = SessionState.IDLE
-        self._queue: deque[Request] = deque()
+        self._queue: deque[QueuedRun] = deque()
         self._wakeup = asyncio.Event()
-        self._current: Request | None = None
-        self._starting: Request | None = None  # the next to run, while its kernel is fetched
+        self._current: QueuedRun | None = None
+        self._starting: QueuedRun | None = None  # the next to run, while its kernel is fetched
         self._running: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
         self._stop_reason = "cancelled"
@@ -159,6 +170,10 @@ class Session:
     def _set_state(
         self, state: SessionState, message: str | None = None, lost: bool = False, spec_name: str | None = None
     ) -> None:
+        if state not in _NEXT[self._state]:
+            # Work that ends after the session closed (a kernel replacement) announces nothing.
+            log.debug("session %s: no %s after %s", self.id, state.value, self._state.value)
+            return
         self._state = state
         language = self.languages.language_of(spec_name) if spec_name else None
         notice = SessionNotice(state.value, message, lost, language)
@@ -187,12 +202,12 @@ class Session:
 
     def submit(
         self, code: str, limits: ExecutionLimits, allow_stdin: bool = False, spec_name: str | None = None
-    ) -> Request:
+    ) -> QueuedRun:
         """Queue code to run, on the kernel of `spec_name` (the primary one by default),
         after every request submitted before it."""
         if self._state is SessionState.CLOSED:
             raise SessionClosed(f"session {self.id} is closed")
-        request = Request(code, limits, allow_stdin, spec_name or self.spec_name)
+        request = QueuedRun(code, limits, allow_stdin, spec_name or self.spec_name)
         self.runs += 1
         self._queue.append(request)
         self._wakeup.set()
@@ -230,7 +245,7 @@ class Session:
             finally:
                 self._running = None
 
-    async def _kernel_for(self, request: Request) -> Kernel | None:
+    async def _kernel_for(self, request: QueuedRun) -> Kernel | None:
         """The kernel the request runs on, from the pool on first use; None if there is
         none to be had, in which case the request has its result already."""
         try:
@@ -243,7 +258,7 @@ class Session:
             request.refuse(f"no {language} kernel could be had for this session: {exc}")
             return None
 
-    async def _run(self, request: Request, kernel: Kernel) -> None:
+    async def _run(self, request: QueuedRun, kernel: Kernel) -> None:
         self._current = request
         request.kernel = kernel
         request.started.set()
@@ -279,7 +294,7 @@ class Session:
         if request is not None and self._interrupting is None:
             self._interrupting = asyncio.create_task(self._interrupt(request))
 
-    async def _interrupt(self, request: Request) -> None:
+    async def _interrupt(self, request: QueuedRun) -> None:
         """Send SIGINT (or its control message) when it can work, and again if it did not.
 
         ipykernel ignores SIGINT from publishing `busy` until it begins the request, which it
@@ -306,7 +321,7 @@ class Session:
         finally:
             self._interrupting = None
 
-    async def _code_started(self, request: Request) -> Kernel | None:
+    async def _code_started(self, request: QueuedRun) -> Kernel | None:
         """Wait (bounded) until the kernel runs the request's code; its kernel, or None if
         the request ended first."""
         deadline = time.monotonic() + _CODE_START_WAIT_S
