@@ -41,6 +41,7 @@ class Executions:
         ids: dict[str, str],
         *,
         allow_stdin: bool,
+        brief: bool = False,
     ) -> AsyncIterator[Frame]:
         """Queue `code` behind whatever the session runs; refused at once (an error raised
         here, before any frame) if it breaks a limit. No `language`: the session's own."""
@@ -48,7 +49,7 @@ class Executions:
         spec_name = self.languages.spec_for(language) if language else None
         limits = self._limits(timeout)
         run = session.submit(code, limits, allow_stdin=allow_stdin, spec_name=spec_name)
-        return self._frames(run, ids, time.monotonic(), f"session {session.id}")
+        return self._frames(run, ids, time.monotonic(), f"session {session.id}", brief)
 
     def one_shot(
         self, owner: str, code: str, language: str | None, timeout: float | None, ids: dict[str, str]
@@ -75,11 +76,11 @@ class Executions:
             quota.release(kernel)
 
     async def _frames(
-        self, events: AsyncIterator[Event], ids: dict[str, str], started: float, where: str
+        self, events: AsyncIterator[Event], ids: dict[str, str], started: float, where: str, brief: bool = False
     ) -> AsyncIterator[Frame]:
         frame: Frame | None = None
         try:
-            async for frame in execution_frames(events, ids, started):
+            async for frame in execution_frames(events, ids, started, brief):
                 yield frame
         finally:
             status = frame.status if isinstance(frame, ExecutionResult) else "abandoned"

@@ -63,14 +63,15 @@ def notice_frame(notice: SessionNotice) -> Frame:
 
 
 async def execution_frames(
-    events: AsyncIterator[Event], ids: dict[str, str], started: float | None = None
+    events: AsyncIterator[Event], ids: dict[str, str], started: float | None = None, brief: bool = False
 ) -> AsyncIterator[Frame]:
-    """Every frame of one execution; the last is its `execution_result`."""
+    """Every frame of one execution; the last is its `execution_result` (`brief`: without
+    the outputs the frames before it carried)."""
     started = time.monotonic() if started is None else started
     collector = OutputCollector()
     async for event in events:
         if isinstance(event, Finished):
-            yield result(event, collector, ids, time.monotonic() - started)
+            yield result(event, collector, ids, time.monotonic() - started, brief)
             return
         collector.apply(event)
         yield event_frame(event, ids)
@@ -84,7 +85,7 @@ def refused_result(reason: str, ids: dict[str, str]) -> Frame:
 
 
 def result(
-    finished: Finished, collector: OutputCollector, ids: dict[str, str], elapsed: float
+    finished: Finished, collector: OutputCollector, ids: dict[str, str], elapsed: float, brief: bool = False
 ) -> ExecutionResult:
     errors = collector.error_lines()
     # An error's own traceback says it all; the other endings say why in their reason.
@@ -93,10 +94,10 @@ def result(
     return ExecutionResult(
         **ids,
         status=finished.status.value,
-        output=collector.stdout_lines(),
+        output=None if brief else collector.stdout_lines(),
         errors=errors,
         execution_time=round(elapsed, 6),
         execution_count=finished.execution_count,
-        outputs=collector.outputs,
+        outputs=None if brief else collector.outputs,
         reason=finished.reason,
     )

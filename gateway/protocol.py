@@ -29,6 +29,9 @@ class ExecuteCode(_Message):
     code: str
     language: str | None = Field(None, description="run on the session's kernel of this language; the session's own when absent")
     timeout: float | None = Field(None, gt=0, description="wall-clock limit in seconds")
+    result: Literal["full", "brief"] = Field(
+        "full", description="brief: the execution_result leaves out `output` and `outputs`, which the output frames carried already",
+    )
     id: str | None = None
     execution_id: str | None = None
 
@@ -175,11 +178,11 @@ class ExecutionResult(_Frame):
 
     type: Literal["execution_result"] = "execution_result"
     status: Literal["ok", "error", "timeout", "interrupted", "died", "cancelled"]
-    output: list[str] = Field(description="stdout, split into lines")
+    output: list[str] | None = Field(None, description="stdout, split into lines (absent in a brief result)")
     errors: list[str] = Field(description="stderr lines and `Ename: evalue` of each error")
     execution_time: float = Field(description="seconds from submission to the end")
     execution_count: int | None = None
-    outputs: list[dict[str, Any]] = Field(description="nbformat outputs, streams merged")
+    outputs: list[dict[str, Any]] | None = Field(None, description="nbformat outputs, streams merged (absent in a brief result)")
     reason: str | None = Field(None, description="why it did not end normally")
 
 

@@ -146,7 +146,7 @@ class Connection:
     async def on_execute(self, data: dict[str, Any], ids: dict[str, str]) -> None:
         msg = ExecuteCode.model_validate(data)
         frames = self.runtime.executions.in_session(
-            self.session, msg.code, msg.language, msg.timeout, ids, allow_stdin=True
+            self.session, msg.code, msg.language, msg.timeout, ids, allow_stdin=True, brief=msg.result == "brief"
         )
         # The channel owns the stream: output produced while no socket is attached is logged.
         self.channel.publish_all(frames)

@@ -56,3 +56,16 @@ async def test_the_schema_is_published(http: httpx.AsyncClient) -> None:
     frame_types = set(schema["server_frames"]["discriminator"]["mapping"])
     assert {"execute_code", "execute", "interrupt", "restart", "input_reply", "complete", "inspect", "ack", "ping", "close_session"} == client_types
     assert {"session", "output", "status", "execution_result", "error"} <= frame_types
+
+
+async def test_a_brief_result_leaves_out_what_was_streamed(server: GatewayServer) -> None:
+    async with connect(server) as client:
+        frames = await client.run("print('a')\nimport sys; print('b', file=sys.stderr)\n1/0", id="q", result="brief")
+        result = frames[-1]
+        _exactly_a_frame(result)
+        assert "output" not in result and "outputs" not in result, result
+        assert result["status"] == "error" and any("ZeroDivisionError" in e for e in result["errors"]), result
+        streamed = [f["output"] for f in frames if f["type"] == "output"]
+        assert {"name": "stdout", "output_type": "stream", "text": "a\n"} in streamed, streamed
+        full = (await client.run("print('c')", id="f"))[-1]
+        assert full["output"] == ["c"] and full["outputs"], full

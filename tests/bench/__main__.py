@@ -227,6 +227,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         async with httpx.AsyncClient(base_url=ours.url, timeout=120) as http, \
                 httpx.AsyncClient(base_url=kg.url, timeout=120) as kg_http:
             open_ours = lambda: OursSession.open(ours.ws_url)  # noqa: E731
+            open_ours_brief = lambda: OursSession.open(ours.ws_url, "brief")  # noqa: E731
             open_raw = RawSession.open
             open_kg = lambda: KGSession.open(kg_http, kg.ws_url)  # noqa: E731
             refill = lambda: wait_pool_ready(http, 2)  # noqa: E731
@@ -262,7 +263,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             }
             step(f"4 print loop, {args.print_rounds} rounds each")
             results["4_print_100k"] = await print_loops(
-                {"ours": open_ours, "raw": open_raw, "kg": open_kg}, args.print_rounds, refill
+                {"ours": open_ours, "ours_brief": open_ours_brief, "raw": open_raw, "kg": open_kg}, args.print_rounds, refill
             )
             step("7 new session to first plot")
             results["7_session_to_first_plot_s"] = {
@@ -297,6 +298,7 @@ def table(r: dict[str, Any]) -> str:
     rows.append(("3 one-shot print(1) p50 (ms) [raw: row 1 p50]", o["ours"], o["raw_warm_round_trip"], o["kg"]))
     p = r["4_print_100k"]
     rows.append(("4 print 100k: time to result (s)", p["ours"]["seconds"], p["raw"]["seconds"], p["kg"]["seconds"]))
+    rows.append(("4 ... with a brief result (s)", p["ours_brief"]["seconds"], p["raw"]["seconds"], p["kg"]["seconds"]))
     rows.append(("4 print 100k: bytes delivered (%)", p["ours"]["delivered_pct"], p["raw"]["delivered_pct"], p["kg"]["delivered_pct"]))
     rows.append(("4 print 100k: in order", p["ours"]["in_order"], p["raw"]["in_order"], p["kg"]["in_order"]))
     rows.append(("4 print 100k: frames received", p["ours"]["frames"], p["raw"]["frames"], p["kg"]["frames"]))
@@ -352,6 +354,8 @@ def cli() -> None:
     p = results["4_print_100k"]
     rounds = ", ".join(f"{o / r:.2f}x" for o, r in zip(p["ours"]["rounds_seconds"], p["raw"]["rounds_seconds"]))
     print(f"\nrow 4, ours/raw time round by round: {rounds}")
+    rounds = ", ".join(f"{o / r:.2f}x" for o, r in zip(p["ours_brief"]["rounds_seconds"], p["raw"]["rounds_seconds"]))
+    print(f"row 4 with a brief result, ours/raw time round by round: {rounds}")
     c = results["5_concurrent"]
     rounds = ", ".join(f"{o / k:.2f}x" for o, k in zip(c["ours"]["rounds_executes_per_s"], c["kg"]["rounds_executes_per_s"]))
     print(f"row 5, ours/kernel gw executes/s round by round: {rounds}")

@@ -32,20 +32,21 @@ class Run:
 
 
 class OursSession:
-    def __init__(self, ws: websockets.ClientConnection) -> None:
+    def __init__(self, ws: websockets.ClientConnection, result: str) -> None:
         self.ws = ws
         self.n = 0
+        self.result = result  # "full", as icotes asks; "brief": no repeat of what streamed
 
     @classmethod
-    async def open(cls, ws_url: str) -> OursSession:
+    async def open(cls, ws_url: str, result: str = "full") -> OursSession:
         ws = await websockets.connect(ws_url + "/ws", max_size=None, open_timeout=TIMEOUT)
         json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))  # the session frame
-        return cls(ws)
+        return cls(ws, result)
 
     async def run(self, code: str) -> Run:
         self.n += 1
         rid = str(self.n)
-        await self.ws.send(json.dumps({"type": "execute_code", "code": code, "id": rid}))
+        await self.ws.send(json.dumps({"type": "execute_code", "code": code, "id": rid, "result": self.result}))
         run = Run()
         while True:
             frame = json.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
