@@ -40,11 +40,11 @@ def _event(msg: dict[str, Any]) -> Event | None:
         raise ValidationError(f"stream name {content.get('name')!r} is neither stdout nor stderr")
     if msg_type in OUTPUT_TYPES:
         display_id = (content.get("transient") or {}).get("display_id")
-        return Output(output_from_msg(msg), display_id)
+        return Output(_rich(msg_type, content) or output_from_msg(msg), display_id)
     if msg_type == "clear_output":
         return ClearOutput(wait=bool(content.get("wait", False)))
     if msg_type == "update_display_data":
-        output = new_output("display_data", data=content["data"], metadata=content["metadata"])
+        output = _rich("display_data", content) or new_output("display_data", data=content["data"], metadata=content["metadata"])
         return UpdateDisplay(output, content["transient"]["display_id"])
     return None
 
@@ -59,6 +59,25 @@ def _stream(content: dict[str, Any]) -> NotebookNode | None:
     if content.get("name") not in STREAM_NAMES or not isinstance(text, str):
         return None
     return NotebookNode(output_type="stream", name=content["name"], text=text)
+
+
+def _rich(msg_type: str, content: dict[str, Any]) -> NotebookNode | None:
+    """execute_result and display_data in their common shape, built directly, as streams
+    are: a bundle of text values (what nbformat's schema asks of every type but JSON ones),
+    object metadata, a count that is a count. None: let nbformat judge (its check costs
+    more than the rest of the message's handling, for `1+1` a tenth of the gateway's CPU)."""
+    data, metadata = content.get("data"), content.get("metadata")
+    if msg_type not in ("execute_result", "display_data") or not isinstance(data, dict) or not isinstance(metadata, dict):
+        return None
+    if not all(isinstance(key, str) and isinstance(value, str) for key, value in data.items()):
+        return None
+    output = NotebookNode(output_type=msg_type, data=NotebookNode(data), metadata=NotebookNode(metadata))
+    if msg_type == "execute_result":
+        count = content.get("execution_count")
+        if not (count is None or (type(count) is int and count >= 0)):
+            return None
+        output["execution_count"] = count
+    return output
 
 
 class OutputCollector:

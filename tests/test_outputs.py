@@ -56,3 +56,33 @@ def test_a_waiting_clear_drops_the_pieces_too() -> None:
     collector.apply(stream("stdout", "new\n"))
     collector.apply(stream("stdout", "newer\n"))
     assert [o["text"] for o in collector.outputs] == ["new\nnewer\n"]
+
+
+def _msg(msg_type: str, content: dict) -> dict:
+    return {"msg_type": msg_type, "content": content, "header": {"msg_type": msg_type}, "parent_header": {}, "metadata": {}}
+
+
+def test_rich_outputs_built_directly_are_what_nbformat_builds() -> None:
+    from nbformat.v4 import output_from_msg
+
+    from kernels.outputs import event_from_iopub
+
+    for msg in [
+        _msg("execute_result", {"data": {"text/plain": "2", "text/html": "<b>2</b>"}, "metadata": {}, "execution_count": 4}),
+        _msg("display_data", {"data": {"image/png": "iVBORw0KGgo="}, "metadata": {"image/png": {"width": 3}}, "transient": {}}),
+        # not all text: nbformat's own path, which accepts JSON bundles
+        _msg("display_data", {"data": {"application/json": {"a": [1]}}, "metadata": {}, "transient": {}}),
+    ]:
+        assert event_from_iopub(msg).output == output_from_msg(msg)
+
+
+def test_rich_outputs_nbformat_refuses_are_dropped_with_a_notice() -> None:
+    from kernels.outputs import event_from_iopub
+
+    for content in [
+        {"data": {"text/plain": 5}, "metadata": {}, "execution_count": 1},
+        {"data": {"text/plain": "x"}, "metadata": {}, "execution_count": -1},
+        {"data": {"text/plain": "x"}, "metadata": [], "execution_count": 1},
+    ]:
+        event = event_from_iopub(_msg("execute_result", content))
+        assert event.output["name"] == "stderr" and "dropped a malformed" in event.output["text"], (content, event)
