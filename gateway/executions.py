@@ -12,23 +12,21 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from kernels.errors import CodeTooLarge, TimeoutTooLarge
 from kernels.events import Event
-from kernels.execution import ExecutionLimits, execute
+from kernels.execution import ExecutionLimits, LimitsConfig, execute
 from kernels.languages import Languages
 from kernels.quotas import Quotas
 from kernels.session import Session
 
 from .frames import execution_frames
 from .protocol import ExecutionResult, Frame
-from .settings import Settings
 
 log = logging.getLogger("gateway")
 
 
 class Executions:
-    def __init__(self, settings: Settings, languages: Languages, quotas: Quotas) -> None:
-        self.settings = settings
+    def __init__(self, limits: LimitsConfig, languages: Languages, quotas: Quotas) -> None:
+        self.limits = limits
         self.languages = languages
         self.quotas = quotas
 
@@ -45,9 +43,8 @@ class Executions:
     ) -> AsyncIterator[Frame]:
         """Queue `code` behind whatever the session runs; refused at once (an error raised
         here, before any frame) if it breaks a limit. No `language`: the session's own."""
-        self._check_code(code)
+        limits = self.limits.for_request(code, timeout)
         spec_name = self.languages.spec_for(language) if language else None
-        limits = self._limits(timeout)
         run = session.submit(code, limits, allow_stdin=allow_stdin, spec_name=spec_name)
         return self._frames(run, ids, time.monotonic(), f"session {session.id}", brief)
 
@@ -55,9 +52,8 @@ class Executions:
         self, owner: str, code: str, language: str | None, timeout: float | None, ids: dict[str, str]
     ) -> AsyncIterator[Frame]:
         """Run `code` on a fresh kernel of the owner's share, thrown away afterwards."""
-        self._check_code(code)
+        limits = self.limits.for_request(code, timeout)
         spec_name = self.languages.spec_for(language)
-        limits = self._limits(timeout)
         return self._one_shot(owner, spec_name, code, limits, ids)
 
     async def _one_shot(
@@ -85,21 +81,3 @@ class Executions:
         finally:
             status = frame.status if isinstance(frame, ExecutionResult) else "abandoned"
             log.info("%s: execution %s in %.3f s", where, status, time.monotonic() - started)
-
-    # -- limits ----------------------------------------------------------------------------
-
-    def _limits(self, timeout: float | None) -> ExecutionLimits:
-        s = self.settings
-        if timeout is not None and timeout > s.max_timeout:
-            raise TimeoutTooLarge(f"timeout {timeout:g} s is above max_timeout ({s.max_timeout:g} s)")
-        return ExecutionLimits(
-            timeout=timeout or s.default_timeout,
-            interrupt_grace=s.interrupt_grace,
-            output_limit=s.output_limit,
-            stream_window=s.stream_window_ms / 1000,
-            stream_max_bytes=s.stream_max_bytes,
-        )
-
-    def _check_code(self, code: str) -> None:
-        if len(code) > self.settings.max_code_bytes:
-            raise CodeTooLarge(f"code of {len(code)} bytes is above max_code_bytes ({self.settings.max_code_bytes})")

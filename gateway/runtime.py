@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from kernels.execution import LimitsConfig
 from kernels.kernel import LaunchOptions
 from kernels.kernelspecs import kernelspec_manager
 from kernels.languages import Languages
 from kernels.outputs import warm_output_validation
-from kernels.pool import KernelPool
+from kernels.pool import KernelPool, PoolConfig
 from kernels.provisioner import LocalHost
 from kernels.quotas import QuotaLimits, Quotas
 from kernels.runtime_dirs import RuntimeDirs
@@ -20,27 +21,6 @@ from .registry import SessionRegistry
 from .settings import Settings
 
 log = logging.getLogger("gateway")
-
-
-def sandbox_config(s: Settings) -> SandboxConfig:
-    return SandboxConfig(
-        mode=s.sandbox,
-        memory_bytes=s.memory_limit_bytes,
-        pids=s.pids_limit,
-        kernels_memory_bytes=s.kernels_memory_bytes,
-        kernels_pids=s.kernels_pids_limit,
-        cpu_weight=s.cpu_weight,
-        address_space_bytes=s.address_space_bytes,
-        cpu_seconds=s.cpu_seconds,
-        nproc=s.nproc_limit,
-        file_bytes=s.file_size_bytes,
-        open_files=s.open_files,
-        tmp_bytes=s.tmp_bytes,
-        scratch_bytes=s.scratch_bytes,
-        network=s.kernel_network,
-        extra_mounts=s.kernel_mounts,
-        uid_base=s.kernel_uid_base,
-    )
 
 
 def quota_limits(s: Settings) -> QuotaLimits:
@@ -59,18 +39,12 @@ class Runtime:
         specs = kernelspec_manager(settings.kernel_env, settings.kernelspec_dirs)
         self.languages = Languages(settings.languages, settings.default_language, specs)
         self.runtime_dirs = RuntimeDirs()
-        self.sandbox = Sandbox(sandbox_config(settings), self.runtime_dirs.mine)
+        self.sandbox = Sandbox(SandboxConfig.model_validate(settings, from_attributes=True), self.runtime_dirs.mine)
         self.local_host = LocalHost(self.runtime_dirs, self.sandbox)
-        self.pool = KernelPool(
-            self.launch_options,
-            size=settings.pool_size,
-            max_parallel_starts=settings.pool_max_parallel_starts,
-            acquire_timeout=settings.kernel_acquire_timeout,
-            max_in_use=settings.max_kernels,
-        )
+        self.pool = KernelPool(self.launch_options, PoolConfig.model_validate(settings, from_attributes=True))
         self.quotas = Quotas(quota_limits(settings), self.pool)
         self.sessions = SessionRegistry(settings, self.languages, self.quotas)
-        self.executions = Executions(settings, self.languages, self.quotas)
+        self.executions = Executions(LimitsConfig.model_validate(settings, from_attributes=True), self.languages, self.quotas)
         self.connections = 0
         self._culler: asyncio.Task[None] | None = None
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kernels.environment import default_path
-
-
-def _host_memory() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+from kernels.execution import LimitsConfig
+from kernels.pool import PoolConfig
+from kernels.sandbox import SandboxConfig
 
 
 def _default_kernel_env() -> str | None:
@@ -20,7 +17,10 @@ def _default_kernel_env() -> str | None:
     return str(path) if path.is_dir() else None
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, SandboxConfig, LimitsConfig, PoolConfig):
+    """The gateway's own settings, and those of the kernel layer's sections as they are
+    (SandboxConfig: the confinement; LimitsConfig: each execution's; PoolConfig: the warm pool), so each has one name, default and description."""
+
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", cli_kebab_case=True)
 
     host: str = Field("127.0.0.1", description="address to listen on")
@@ -50,38 +50,10 @@ class Settings(BaseSettings):
         description="the kernel environment (a venv or conda env): kernels run the kernelspecs in its share/jupyter/kernels; default: the one start.sh builds",
     )
     kernelspec_dirs: list[str] = Field(default=[], description="more directories of kernelspecs (Jupyter's layout: one folder per kernel with its kernel.json)")
-    kernel_mounts: list[str] = Field(default=[], description="host paths every confined kernel sees read-only, besides its kernelspec's own environment")
 
-    pool_size: int = Field(2, ge=0, description="ready kernels kept per kernelspec")
-    pool_max_parallel_starts: int = Field(2, ge=1, description="kernels booting at once, at most")
     kernel_startup_timeout: float = Field(30.0, gt=0, description="seconds for a kernel to become ready")
-    kernel_acquire_timeout: float = Field(60.0, gt=0, description="seconds a request waits for a kernel")
 
-    default_timeout: float = Field(300.0, gt=0, description="execution time-out in seconds when a request gives none")
-    max_timeout: float = Field(3600.0, gt=0, description="largest time-out a request may ask for")
-    interrupt_grace: float = Field(3.0, gt=0, description="seconds after a time-out's interrupt before the kernel is restarted")
     request_timeout: float = Field(10.0, gt=0, description="seconds to wait for completion and inspection replies")
-    output_limit: int = Field(10_000_000, gt=0, description="bytes of output per execution; the rest is dropped and counted")
-    stream_window_ms: float = Field(15.0, ge=0, description="stream output is coalesced into one frame per this many ms")
-    stream_max_bytes: int = Field(65536, gt=0, description="...or per this many bytes")
-    sandbox: str = Field("auto", pattern="^(auto|strict|off)$", description="kernel confinement: auto (what the host allows, with warnings), strict (all or refuse to start), off")
-    memory_limit_bytes: int = Field(2 * 2**30, gt=0, description="cgroup memory limit per kernel")
-    pids_limit: int = Field(256, gt=0, description="cgroup limit on processes and threads per kernel")
-    kernels_memory_bytes: int = Field(
-        default_factory=lambda: _host_memory() * 4 // 5, gt=0,
-        description="cgroup memory limit on all kernels together (default: 80% of the host's memory)",
-    )
-    kernels_pids_limit: int = Field(8192, gt=0, description="cgroup limit on processes and threads of all kernels together")
-    cpu_weight: int = Field(100, ge=1, le=10000, description="each kernel's CPU share (cgroup cpu.weight; 100 is the default): one kernel's loop gets no more CPU than another kernel")
-    address_space_bytes: int = Field(4 * 2**30, gt=0, description="RLIMIT_AS per kernel (an idle kernel maps ~800 MB)")
-    cpu_seconds: int = Field(3600, gt=0, description="RLIMIT_CPU soft limit per kernel; the hard limit is 60 s above")
-    nproc_limit: int = Field(256, gt=0, description="RLIMIT_NPROC per kernel uid")
-    file_size_bytes: int = Field(256 * 2**20, gt=0, description="RLIMIT_FSIZE: the largest file a kernel may write")
-    open_files: int = Field(1024, gt=0, description="RLIMIT_NOFILE per kernel")
-    tmp_bytes: int = Field(256 * 2**20, gt=0, description="size of each kernel's private /tmp")
-    scratch_bytes: int = Field(512 * 2**20, gt=0, description="size of each kernel's private home directory")
-    kernel_uid_base: int = Field(61000, ge=1000, description="kernels run as uids from here up (where the gateway is root); give gateways sharing a host distinct ranges")
-    kernel_network: bool = Field(False, description="let kernels reach the network (default: isolated)")
     token: str | None = Field(None, description="bearer token every endpoint but /health requires; generated when serving beyond loopback without one")
     tokens: dict[str, str] = Field(default={}, description="per-client tokens, name -> token (JSON object); each client sees only its own sessions")
     allow_unauthenticated: bool = Field(False, description="serve beyond loopback without a token (not recommended)")
@@ -92,7 +64,6 @@ class Settings(BaseSettings):
     session_log_frames: int = Field(10000, gt=0, description="frames kept per session for clients that reconnect...")
     session_log_bytes: int = Field(4 * 2**20, gt=0, description="...and at most this many bytes of them")
     max_sessions: int = Field(100, gt=0, description="live sessions at most, starting ones included")
-    max_kernels: int = Field(120, gt=0, description="kernels in use at most (sessions and one-shot runs, starting ones included)")
     client_max_sessions: int | None = Field(None, gt=0, description="sessions one client (token) may have open; default: max_sessions with one client, half of it with several")
     client_max_kernels: int | None = Field(None, gt=0, description="kernels one client may hold; default: max_kernels with one client, half of it with several")
     client_starts_per_minute: int | None = Field(
@@ -100,7 +71,6 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(2 * 2**20, gt=0, description="largest request body")
     max_message_bytes: int = Field(2 * 2**20, gt=0, description="largest WebSocket message")
-    max_code_bytes: int = Field(1 * 2**20, gt=0, description="largest piece of code")
     kernel_env_allowlist: list[str] = Field(default=[], description="variables besides KERNEL_* that POST /api/kernels may pass to a kernel")
     def clients(self) -> int:
         """How many clients tokens name (one when there are none: everybody is one client)."""

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbformat.v4 import new_output
+from pydantic import BaseModel, Field
+
+from .errors import CodeTooLarge, TimeoutTooLarge
 
 from .events import Event, ExecutionStatus, Finished, InputRequest, Output, Status
 from .kernel import DIED, Kernel
@@ -61,13 +64,40 @@ class _Fence:
             self.kernel.unsubscribe(msg_id)
 
 
+class LimitsConfig(BaseModel):
+    """The execution settings: their one set of names, defaults and descriptions (the
+    gateway's Settings include these fields as they are)."""
+
+    default_timeout: float = Field(300.0, gt=0, description="execution time-out in seconds when a request gives none")
+    max_timeout: float = Field(3600.0, gt=0, description="largest time-out a request may ask for")
+    interrupt_grace: float = Field(3.0, gt=0, description="seconds after a time-out's interrupt before the kernel is restarted")
+    output_limit: int = Field(10_000_000, gt=0, description="bytes of output per execution; the rest is dropped and counted")
+    stream_window_ms: float = Field(15.0, ge=0, description="stream output is coalesced into one frame per this many ms")
+    stream_max_bytes: int = Field(65536, gt=0, description="...or per this many bytes")
+    max_code_bytes: int = Field(1 * 2**20, gt=0, description="largest piece of code")
+
+    def for_request(self, code: str, timeout: float | None) -> ExecutionLimits:
+        """The limits of one execution of `code` asking for `timeout`; refused past them."""
+        if len(code) > self.max_code_bytes:
+            raise CodeTooLarge(f"code of {len(code)} bytes is above max_code_bytes ({self.max_code_bytes})")
+        if timeout is not None and timeout > self.max_timeout:
+            raise TimeoutTooLarge(f"timeout {timeout:g} s is above max_timeout ({self.max_timeout:g} s)")
+        return ExecutionLimits(
+            timeout=timeout or self.default_timeout,
+            interrupt_grace=self.interrupt_grace,
+            output_limit=self.output_limit,
+            stream_window=self.stream_window_ms / 1000,
+            stream_max_bytes=self.stream_max_bytes,
+        )
+
+
 @dataclass
 class ExecutionLimits:
-    timeout: float = 300.0  # wall clock, seconds
-    interrupt_grace: float = 3.0  # after the time-out's interrupt, before giving the kernel up
-    output_limit: int = 10_000_000  # bytes of output sent per execution; the rest is counted
-    stream_window: float = 0.015  # coalesce stream output into one event per window...
-    stream_max_bytes: int = 65536  # ...or per this many bytes, whichever comes first
+    timeout: float  # wall clock, seconds
+    interrupt_grace: float  # after the time-out's interrupt, before giving the kernel up
+    output_limit: int  # bytes of output sent per execution; the rest is counted
+    stream_window: float  # coalesce stream output into one event per window (seconds)...
+    stream_max_bytes: int  # ...or per this many bytes, whichever comes first
 
 
 async def execute(

@@ -56,7 +56,7 @@ DIED = {"msg_type": "__died__"}
 class LaunchOptions:
     """How to launch one kernel process: what the sandbox and the settings decide."""
 
-    startup_timeout: float = 30.0
+    startup_timeout: float  # the kernel_startup_timeout setting
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     extra_arguments: list[str] = field(default_factory=list)

@@ -9,6 +9,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import BaseModel, Field
+
 from .errors import CapacityExceeded, KernelStartFailed
 from .kernel import Kernel, LaunchOptions
 
@@ -44,8 +46,19 @@ class KernelSource(Protocol):
     def release(self, kernel: Kernel) -> None: ...
 
 
+class PoolConfig(BaseModel):
+    """The pool's settings: their one set of names, defaults and descriptions (the gateway's
+    Settings include these fields as they are)."""
+
+    pool_size: int = Field(2, ge=0, description="ready kernels kept per kernelspec")
+    pool_max_parallel_starts: int = Field(2, ge=1, description="kernels booting at once, at most")
+    kernel_acquire_timeout: float = Field(60.0, gt=0, description="seconds a request waits for a kernel")
+    max_kernels: int = Field(120, gt=0, description="kernels in use at most (sessions and one-shot runs, starting ones included)")
+
+
 class KernelPool:
-    """Keeps `size` ready kernels per kernelspec; at most `max_parallel_starts` boot at once.
+    """Keeps `pool_size` ready kernels per kernelspec; at most `pool_max_parallel_starts`
+    boot at once.
 
     A taken kernel belongs to its taker for good: one-shot kernels are thrown away, never
     returned, so no state can pass from one user to the next.
@@ -54,21 +67,18 @@ class KernelPool:
     def __init__(
         self,
         options_for: Callable[[str], LaunchOptions],
-        size: int = 2,
-        max_parallel_starts: int = 2,
-        acquire_timeout: float = 60.0,
-        max_in_use: int = 1_000_000,
+        config: PoolConfig,
     ) -> None:
         self._options_for = options_for
-        self.size = size
-        self.acquire_timeout = acquire_timeout
-        self._starts = asyncio.Semaphore(max(1, max_parallel_starts))
+        self.size = config.pool_size
+        self.acquire_timeout = config.kernel_acquire_timeout
+        self._starts = asyncio.Semaphore(config.pool_max_parallel_starts)
         self._specs: dict[str, _Spec] = {}
         self._starting: set[asyncio.Task[None]] = set()
         self._stopping: set[asyncio.Task[None]] = set()
         self._closed = False
         self.in_use = 0
-        self.max_in_use = max_in_use
+        self.max_in_use = config.max_kernels
 
     def warm(self, spec_name: str) -> None:
         self._refill(spec_name)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from . import environment, seccomp
 from .cgroups import Cgroup, Cgroups, GroupLimits
 
@@ -59,25 +61,34 @@ class SandboxUnavailable(RuntimeError):
     """Strict mode was asked for, and some mechanism of confinement is missing."""
 
 
-@dataclass
-class SandboxConfig:
-    mode: str = "auto"  # auto: confine with what works; strict: all or refuse; off: none
-    memory_bytes: int = 2 * 2**30  # cgroup memory limit per kernel
-    pids: int = 256  # cgroup limit on processes and threads per kernel
-    kernels_memory_bytes: int = 16 * 2**30  # cgroup limits on all kernels together...
-    kernels_pids: int = 8192
-    cpu_weight: int = 100  # each kernel's CPU share (cgroup v2's scale; v1 shares are x10.24)
-    address_space_bytes: int = 4 * 2**30  # RLIMIT_AS; an idle kernel maps ~800 MB
-    cpu_seconds: int = 3600  # RLIMIT_CPU soft limit (SIGXCPU); hard is 60 s above
-    nproc: int = 256  # RLIMIT_NPROC, per uid, so per kernel when uids are distinct
-    file_bytes: int = 256 * 2**20  # RLIMIT_FSIZE: the largest file a kernel may write
-    open_files: int = 1024  # RLIMIT_NOFILE
-    tmp_bytes: int = 256 * 2**20  # size of the private /tmp
-    scratch_bytes: int = 512 * 2**20  # size of the private home (working directory)
-    uid_base: int = 61000  # kernels run as uid_base + n where the gateway is root
-    uid_count: int = 4000
-    network: bool = False  # True leaves the host network reachable
-    extra_mounts: list[str] = field(default_factory=list)  # host paths every kernel sees, read-only
+def _host_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+class SandboxConfig(BaseModel):
+    """The confinement settings: their one set of names, defaults and descriptions. The
+    gateway's Settings include these fields as they are (`GATEWAY_MEMORY_LIMIT_BYTES`, ...)."""
+
+    sandbox: str = Field("auto", pattern="^(auto|strict|off)$", description="kernel confinement: auto (what the host allows, with warnings), strict (all or refuse to start), off")
+    memory_limit_bytes: int = Field(2 * 2**30, gt=0, description="cgroup memory limit per kernel")
+    pids_limit: int = Field(256, gt=0, description="cgroup limit on processes and threads per kernel")
+    kernels_memory_bytes: int = Field(
+        default_factory=lambda: _host_memory() * 4 // 5, gt=0,
+        description="cgroup memory limit on all kernels together (default: 80% of the host's memory)",
+    )
+    kernels_pids_limit: int = Field(8192, gt=0, description="cgroup limit on processes and threads of all kernels together")
+    cpu_weight: int = Field(100, ge=1, le=10000, description="each kernel's CPU share (cgroup cpu.weight; 100 is the default): one kernel's loop gets no more CPU than another kernel")
+    address_space_bytes: int = Field(4 * 2**30, gt=0, description="RLIMIT_AS per kernel (an idle kernel maps ~800 MB)")
+    cpu_seconds: int = Field(3600, gt=0, description="RLIMIT_CPU soft limit per kernel; the hard limit is 60 s above")
+    nproc_limit: int = Field(256, gt=0, description="RLIMIT_NPROC per kernel uid")
+    file_size_bytes: int = Field(256 * 2**20, gt=0, description="RLIMIT_FSIZE: the largest file a kernel may write")
+    open_files: int = Field(1024, gt=0, description="RLIMIT_NOFILE per kernel")
+    tmp_bytes: int = Field(256 * 2**20, gt=0, description="size of each kernel's private /tmp")
+    scratch_bytes: int = Field(512 * 2**20, gt=0, description="size of each kernel's private home directory")
+    kernel_uid_base: int = Field(61000, ge=1000, description="kernels run as uids from here up (where the gateway is root); give gateways sharing a host distinct ranges")
+    kernel_uid_count: int = Field(4000, gt=0, description="...and this many of them")
+    kernel_network: bool = Field(False, description="let kernels reach the network (default: isolated)")
+    kernel_mounts: list[str] = Field(default=[], description="host paths every confined kernel sees read-only, besides its kernelspec's own environment")
 
 
 @dataclass
@@ -94,9 +105,9 @@ class Sandbox:
     def __init__(self, config: SandboxConfig, state_dir: Path) -> None:
         """`state_dir`: where the gateway keeps what its kernels' sandboxes read (root's)."""
         self.config = config
-        self.enabled = config.mode != "off"
+        self.enabled = config.sandbox != "off"
         self.probe = _probe(config, state_dir / "seccomp.bpf") if self.enabled else _Probe()
-        limits = GroupLimits(config.kernels_memory_bytes, config.kernels_pids, config.cpu_weight)
+        limits = GroupLimits(config.kernels_memory_bytes, config.kernels_pids_limit, config.cpu_weight)
         self.cgroups = Cgroups(limits) if self.enabled and self.probe.root else None
         if self.enabled and self.cgroups is not None and self.cgroups.version is None:
             self.probe.problems.append("no writable cgroup memory/pids controllers")
@@ -104,30 +115,30 @@ class Sandbox:
             self.probe.problems.append("not root: no cgroups and no per-kernel uid")
         for problem in self.probe.problems:
             log.warning("sandbox: %s; running with weaker confinement", problem)
-        if config.mode == "strict" and self.probe.problems:
+        if config.sandbox == "strict" and self.probe.problems:
             raise SandboxUnavailable("strict sandbox refused: " + "; ".join(self.probe.problems))
-        self._free_uids = list(range(config.uid_base, config.uid_base + config.uid_count))
+        self._free_uids = list(range(config.kernel_uid_base, config.kernel_uid_base + config.kernel_uid_count))
 
     def report(self) -> dict[str, Any]:
         """The confinement in force, for /health."""
         c, p = self.config, self.probe
         confined = self.enabled and p.bwrap is not None
         return {
-            "mode": c.mode,
+            "mode": c.sandbox,
             "namespaces": "bubblewrap" if confined else "none",
-            "network": "isolated" if confined and not c.network else "host",
+            "network": "isolated" if confined and not c.kernel_network else "host",
             "filesystem": "private" if confined else "host",
             "user": "per-kernel uid" if self.enabled and p.root and p.setpriv else
                     "unprivileged" if confined else "gateway's uid",
             "cgroup": self.cgroups.version if self.cgroups else None,
-            "memory_limit_bytes": c.memory_bytes if self.cgroups and self.cgroups.version else None,
-            "pids_limit": c.pids if self.cgroups and self.cgroups.version else None,
-            "all_kernels": {"memory_limit_bytes": c.kernels_memory_bytes, "pids_limit": c.kernels_pids}
+            "memory_limit_bytes": c.memory_limit_bytes if self.cgroups and self.cgroups.version else None,
+            "pids_limit": c.pids_limit if self.cgroups and self.cgroups.version else None,
+            "all_kernels": {"memory_limit_bytes": c.kernels_memory_bytes, "pids_limit": c.kernels_pids_limit}
             if self.cgroups and self.cgroups.version else None,
             "cpu_weight": c.cpu_weight if self.cgroups and self.cgroups.cpu else None,
             "rlimits": {
                 "address_space_bytes": c.address_space_bytes, "cpu_seconds": c.cpu_seconds,
-                "nproc": c.nproc, "file_bytes": c.file_bytes, "open_files": c.open_files,
+                "nproc": c.nproc_limit, "file_bytes": c.file_size_bytes, "open_files": c.open_files,
             } if self.enabled and p.prlimit else None,
             "seccomp": "filter" if confined and p.seccomp else None,
             "tmp_bytes": c.tmp_bytes if confined else None,
@@ -139,7 +150,7 @@ class Sandbox:
         """The confinement of one kernel: its uid, cgroup and command wrapper."""
         uid = self._free_uids.pop(0) if self.probe.root and self.probe.setpriv and self._free_uids else None
         name = runtime_dir.name
-        cgroup = self.cgroups.create(name, self.config.memory_bytes, self.config.pids) if self.cgroups else None
+        cgroup = self.cgroups.create(name, self.config.memory_limit_bytes, self.config.pids_limit) if self.cgroups else None
         return Confinement(self, runtime_dir, uid, cgroup)
 
     def close(self) -> None:
@@ -173,8 +184,8 @@ class Confinement:
                 probe.prlimit,
                 f"--as={config.address_space_bytes}",
                 f"--cpu={config.cpu_seconds}:{config.cpu_seconds + 60}",
-                f"--nproc={config.nproc}",
-                f"--fsize={config.file_bytes}",
+                f"--nproc={config.nproc_limit}",
+                f"--fsize={config.file_size_bytes}",
                 f"--nofile={config.open_files}",
                 "--core=0",
                 "--",
@@ -208,13 +219,13 @@ class Confinement:
             # bwrap would make /etc root-only, hiding the files below from the kernel's uid.
             "--perms", "0755", "--dir", "/etc",
         ]
-        if config.network:
+        if config.kernel_network:
             args.append("--share-net")
-        for path in _ETC_FILES + (("/etc/resolv.conf",) if config.network else ()):
+        for path in _ETC_FILES + (("/etc/resolv.conf",) if config.kernel_network else ()):
             args += ["--ro-bind-try", path, path]
         # The kernelspec's program and its environment (e.g. a venv and the interpreter it
         # links to under /root), and what the operator adds, read-only where they are.
-        for path in [*environment.mounts_for(program), *needs, *config.extra_mounts]:
+        for path in [*environment.mounts_for(program), *needs, *config.kernel_mounts]:
             args += [*_traversable_parents(path), "--ro-bind", path, path]
         args += _font_cache(program)
         args += [
@@ -229,7 +240,7 @@ class Confinement:
             # The kernel's parent is bwrap's init (pid 1) in its own PID namespace; pid 1
             # turns ipykernel's parent poller off instead of making it quit at once.
             "--setenv", "JPY_PARENT_PID", "1",
-            *_pip_settings(config.network),
+            *_pip_settings(config.kernel_network),
             "--",
         ]
         return args
@@ -249,7 +260,7 @@ class Confinement:
 
     def death_hint(self) -> str | None:
         if self.cgroup is not None and self.cgroup.oom_killed():
-            return f"out of memory: the kernel's memory limit is {self.sandbox.config.memory_bytes} bytes"
+            return f"out of memory: the kernel's memory limit is {self.sandbox.config.memory_limit_bytes} bytes"
         return None
 
     def release(self) -> bool:
@@ -320,7 +331,7 @@ def _probe(config: SandboxConfig, filter_path: Path) -> _Probe:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         probe.problems.append("bubblewrap (bwrap) not found: no namespaces, kernels see the host")
-    elif not _bwrap_works(bwrap, probe.setpriv if probe.root else None, config.uid_base):
+    elif not _bwrap_works(bwrap, probe.setpriv if probe.root else None, config.kernel_uid_base):
         probe.problems.append("bubblewrap cannot create namespaces here: kernels see the host")
     else:
         probe.bwrap = bwrap
