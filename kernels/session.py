@@ -231,10 +231,14 @@ class Session:
             self._starting = request
             try:
                 kernel = await self._kernel_for(request)
-            finally:
+            except BaseException:
                 self._starting = None
+                raise
             if kernel is None:
+                self._starting = None
                 continue
+            # `_starting` stays set until the run's task has set `_current`: an interrupt that
+            # comes in between (sent in the same breath as its run) must still find it.
             self._running = asyncio.create_task(self._run(request, kernel))
             try:
                 await asyncio.wait({self._running})
@@ -244,6 +248,7 @@ class Session:
                 raise
             finally:
                 self._running = None
+                self._starting = None
 
     async def _kernel_for(self, request: QueuedRun) -> Kernel | None:
         """The kernel the request runs on, from the pool on first use; None if there is
@@ -260,6 +265,7 @@ class Session:
 
     async def _run(self, request: QueuedRun, kernel: Kernel) -> None:
         self._current = request
+        self._starting = None
         request.kernel = kernel
         request.started.set()
         self._set_state(SessionState.BUSY)
@@ -308,10 +314,13 @@ class Session:
         try:
             kernel = await self._code_started(request)
             if kernel is None:
+                log.debug("session %s: the run ended before its interrupt", self.id)
                 return
             for wait in _INTERRUPT_WAITS_S:
                 if self._current is not request or request.ending:
+                    log.debug("session %s: the run is ending; no more interrupts", self.id)
                     return
+                log.debug("session %s: interrupting kernel %s (its code runs: %s)", self.id, kernel.name, kernel.running_code.is_set())
                 await kernel.interrupt()
                 try:
                     await asyncio.wait_for(request.done.wait(), wait)
