@@ -53,6 +53,7 @@ class _Fence:
         msg = self.kernel.client.session.msg("comm_info_request", {"target_name": "icotes.fence"})
         self.ids.append(msg["header"]["msg_id"])
         self.kernel.subscribe(self.ids[-1], self.queue)
+        self.kernel.quiet(self.ids[-1])  # its busy and idle say nothing; its reply does
         self.kernel.send("shell", msg)
         self.resend_at = time.monotonic() + _FENCE_GRACE
 

@@ -106,6 +106,7 @@ class Kernel:
         self.running_since = 0.0  # monotonic time of the last `execute_input`
         self._running_request: str | None = None
         self._routes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._quiet: set[bytes] = set()  # requests whose iopub messages nobody reads (quoted ids)
         self._tasks: list[asyncio.Task[None]] = []
         self._views: dict[str, zmq.Socket] = {}  # plain views of the connected channels' sockets
         self._sockets: dict[str, zmq.asyncio.Socket] = {}  # ...and the asyncio sockets they view
@@ -300,6 +301,13 @@ class Kernel:
 
     def unsubscribe(self, msg_id: str) -> None:
         self._routes.pop(msg_id, None)
+        self._quiet.discard(_quoted(msg_id))
+
+    def quiet(self, msg_id: str) -> None:
+        """Drop, unread, the iopub messages answering `msg_id` (a request of the gateway's
+        own whose status messages tell nothing): each would cost a signature check and four
+        JSON parses. Its replies on shell still come. Until `unsubscribe(msg_id)`."""
+        self._quiet.add(_quoted(msg_id))
 
     def _open_channel(self, name: str) -> zmq.Socket:
         """Connect a channel (jupyter_client does it on first access), start reading it,
@@ -337,6 +345,8 @@ class Kernel:
             log.exception("kernel %s: a %s message could not be routed", self.name, name)
 
     def _route(self, name: str, raw: list[bytes]) -> None:
+        if name == "iopub" and self._quiet and _answers_any(raw, self._quiet):
+            return
         session = self.client.session
         try:
             msg = session.deserialize(session.feed_identities(raw)[1])
@@ -447,6 +457,23 @@ class Kernel:
         except KernelBusyTimeout:
             return None
         return reply.get("subshell_id")
+
+
+_DELIMITER = b"<IDS|MSG>"
+
+
+def _quoted(msg_id: str) -> bytes:
+    return f'"{msg_id}"'.encode()
+
+
+def _answers_any(raw: list[bytes], quoted_ids: set[bytes]) -> bool:
+    """Whether the raw message's parent header names one of the ids, unparsed. A message
+    that merely mentions one is dropped too: only its sender, the kernel, could make one."""
+    try:
+        parent = raw[raw.index(_DELIMITER) + 3]
+    except (ValueError, IndexError):
+        return False
+    return any(quoted in parent for quoted in quoted_ids)
 
 
 def _well_formed(msg: dict[str, Any]) -> bool:
