@@ -104,12 +104,6 @@ class _Frame(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-class KernelEntry(BaseModel):
-    language: str
-    kernel: str = Field(description="kernelspec name")
-    language_version: str | None = None
-
-
 class LostRange(BaseModel):
     from_seq: int
     to_seq: int
@@ -123,7 +117,7 @@ class SessionFrame(_Frame):
     kernel: str = Field(description="the session's own kernelspec")
     language: str
     language_version: str | None
-    kernels: list[dict[str, Any]] = Field(description="every kernel of the session (KernelEntry), one per language used")
+    kernels: list[dict[str, Any]] = Field(description="every kernel of the session (language, kernel, language_version: models.KernelInfo), one per language used")
     execution_state: str
     resumed: bool = Field(description="attached to an existing session (?session_id=)")
     last_seq: int = Field(description="the seq of the newest frame so far")
