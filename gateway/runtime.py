@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from kernels.execution import LimitsConfig
-from kernels.kernel import LaunchOptions
+from kernels.launch import LaunchOptions
 from kernels.kernelspecs import kernelspec_manager
 from kernels.languages import Languages
 from kernels.outputs import warm_output_validation

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmq.asyncio
@@ -25,7 +22,8 @@ from jupyter_client.kernelspec import KernelSpecManager
 from . import message_unpack
 from .errors import KernelBusyTimeout, KernelDied, KernelStartFailed
 from .exit_codes import death_reason
-from .provisioner import GatewayKernelManager, LocalHost
+from .launch import LaunchOptions, kernel_environment, zmq_context
+from .provisioner import GatewayKernelManager
 
 log = logging.getLogger(__name__)
 
@@ -52,43 +50,8 @@ _NEXT = {
 DIED = {"msg_type": "__died__"}
 
 
-@dataclass
-class LaunchOptions:
-    """How to launch one kernel process: what the sandbox and the settings decide."""
-
-    startup_timeout: float  # the kernel_startup_timeout setting
-    env: dict[str, str] = field(default_factory=dict)
-    cwd: str | None = None
-    extra_arguments: list[str] = field(default_factory=list)
-    # What kernels launched on this host share (runtime dirs, sandbox); other provisioners
-    # ignore it.
-    local_host: LocalHost | None = None
-    warm_up_code: str | None = None  # a throw-away cell run before the kernel counts as ready
-    # One for every kernel: each manager would otherwise make its own, which costs a
-    # millisecond of CPU per start. It reads the spec from disk every time.
-    kernelspecs: KernelSpecManager | None = None
-
-
 _KEPT_INFO = ("language_info", "supported_features")
 _BURST = 64  # messages read from one socket before other tasks get a turn
-
-
-@functools.cache
-def _zmq_context() -> zmq.asyncio.Context:
-    """One ZMQ context for every kernel: each manager would otherwise make its own, with
-    an I/O thread apiece."""
-    return zmq.asyncio.Context()
-
-
-# The only variables of the gateway's own environment a kernel sees: never its secrets.
-_INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
-
-
-def kernel_environment(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update(extra)
-    return env
 
 
 class Kernel:
@@ -110,7 +73,8 @@ class Kernel:
         self._tasks: list[asyncio.Task[None]] = []
         self._views: dict[str, zmq.Socket] = {}  # plain views of the connected channels' sockets
         self._sockets: dict[str, zmq.asyncio.Socket] = {}  # ...and the asyncio sockets they view
-        self._subshell: asyncio.Task[str | None] | None = None
+        # The subshell requests beside a running execution go to (kernel_requests.py).
+        self.subshell: asyncio.Task[str | None] | None = None
         self.taps: list[Callable[[dict[str, Any]], None]] = []  # see every message
         self.on_death: list[Callable[[], None]] = []  # called once if the process dies
 
@@ -121,7 +85,7 @@ class Kernel:
         """Start a kernel of `spec_name` through the provisioner its kernelspec names."""
         manager = GatewayKernelManager(
             options.local_host,
-            context=_zmq_context(),
+            context=zmq_context(),
             kernel_spec_manager=options.kernelspecs or KernelSpecManager(),
             kernel_name=spec_name,
             kernel_id=uuid.uuid4().hex[:12],
@@ -149,7 +113,7 @@ class Kernel:
             env=kernel_environment(options.env), cwd=options.cwd, extra_arguments=options.extra_arguments,
         )
         # The client would otherwise make a ZMQ context of its own: two threads per kernel.
-        self.client = self.manager.client(context=_zmq_context())
+        self.client = self.manager.client(context=zmq_context())
         # Replay protection keeps every signature seen, up to 65536 per kernel (~11 MB of
         # gateway memory for a long session). It guards nothing here: the only peer that can
         # reach these private ipc sockets is the kernel, which holds the key anyway.
@@ -301,13 +265,13 @@ class Kernel:
 
     def unsubscribe(self, msg_id: str) -> None:
         self._routes.pop(msg_id, None)
-        self._quiet.discard(_quoted(msg_id))
+        self._quiet.discard(message_unpack.quoted(msg_id))
 
     def quiet(self, msg_id: str) -> None:
         """Drop, unread, the iopub messages answering `msg_id` (a request of the gateway's
         own whose status messages tell nothing): each would cost a signature check and four
         JSON parses. Its replies on shell still come. Until `unsubscribe(msg_id)`."""
-        self._quiet.add(_quoted(msg_id))
+        self._quiet.add(message_unpack.quoted(msg_id))
 
     def _open_channel(self, name: str) -> zmq.Socket:
         """Connect a channel (jupyter_client does it on first access), start reading it,
@@ -345,7 +309,7 @@ class Kernel:
             log.exception("kernel %s: a %s message could not be routed", self.name, name)
 
     def _route(self, name: str, raw: list[bytes]) -> None:
-        if name == "iopub" and self._quiet and _answers_any(raw, self._quiet):
+        if name == "iopub" and self._quiet and message_unpack.answers_any(raw, self._quiet):
             return
         session = self.client.session
         try:
@@ -353,7 +317,7 @@ class Kernel:
         except Exception as exc:  # a bad signature, or a garbled message: whatever it raises
             log.warning("kernel %s: dropped an unreadable %s message: %s", self.name, name, type(exc).__name__)
             return
-        if not _well_formed(msg):
+        if not message_unpack.well_formed(msg):
             # Signed, so from the kernel, but not a Jupyter message: its code can send anything.
             log.warning("kernel %s: dropped a malformed %s message", self.name, name)
             return
@@ -402,83 +366,3 @@ class Kernel:
             # Without this, a reply could sit unread for good.
             if view.get(zmq.EVENTS) & zmq.POLLIN:
                 self._sockets[channel].get(zmq.EVENTS)
-
-    async def request(
-        self,
-        msg_type: str,
-        content: dict[str, Any],
-        timeout: float,
-        *,
-        channel: str = "shell",
-        subshell_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Send one shell or control request and return its reply's content."""
-        if self.is_dead:
-            raise KernelDied(self.exit_reason or "kernel is dead")
-        msg = self.client.session.msg(msg_type, content)
-        if subshell_id is not None:
-            msg["header"]["subshell_id"] = subshell_id
-        queue = self.subscribe(msg["header"]["msg_id"])
-        try:
-            self.send(channel, msg)
-            deadline = time.monotonic() + timeout
-            while True:
-                remaining = deadline - time.monotonic()
-                try:
-                    reply = await asyncio.wait_for(queue.get(), max(remaining, 0))
-                except asyncio.TimeoutError:
-                    raise KernelBusyTimeout(
-                        f"{msg_type} got no reply within {timeout:g} s"
-                    ) from None
-                if reply is DIED:
-                    raise KernelDied(self.exit_reason or "kernel died")
-                if reply["channel"] == channel:
-                    return reply["content"]
-        finally:
-            self.unsubscribe(msg["header"]["msg_id"])
-
-
-    async def request_beside(self, msg_type: str, content: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """A shell request that need not wait for a running execution.
-
-        Kernels with subshells (JEP 91, ipykernel 7) answer it on a subshell of its own at
-        once; others answer it on the main shell after the running execution.
-        """
-        if self._subshell is None:
-            self._subshell = asyncio.create_task(self._create_subshell(timeout))
-        subshell_id = await asyncio.shield(self._subshell)
-        return await self.request(msg_type, content, timeout, subshell_id=subshell_id)
-
-    async def _create_subshell(self, timeout: float) -> str | None:
-        if "kernel subshells" not in (self.info.get("supported_features") or ()):
-            return None
-        try:
-            reply = await self.request("create_subshell_request", {}, timeout, channel="control")
-        except KernelBusyTimeout:
-            return None
-        return reply.get("subshell_id")
-
-
-_DELIMITER = b"<IDS|MSG>"
-
-
-def _quoted(msg_id: str) -> bytes:
-    return f'"{msg_id}"'.encode()
-
-
-def _answers_any(raw: list[bytes], quoted_ids: set[bytes]) -> bool:
-    """Whether the raw message's parent header names one of the ids, unparsed. A message
-    that merely mentions one is dropped too: only its sender, the kernel, could make one."""
-    try:
-        parent = raw[raw.index(_DELIMITER) + 3]
-    except (ValueError, IndexError):
-        return False
-    return any(quoted in parent for quoted in quoted_ids)
-
-
-def _well_formed(msg: dict[str, Any]) -> bool:
-    """What every reader of kernel messages relies on: the parts are objects, the type a string."""
-    return (
-        isinstance(msg.get("msg_type"), str)
-        and all(isinstance(msg.get(part), dict) for part in ("header", "parent_header", "metadata", "content"))
-    )

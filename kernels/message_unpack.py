@@ -1,4 +1,5 @@
-"""Reading kernel messages faster than jupyter_client's defaults, through its own hooks."""
+"""Reading kernel messages off the wire: faster than jupyter_client's defaults (through its
+own hooks), and what may be judged of a message before or after it is parsed."""
 
 from __future__ import annotations
 
@@ -26,3 +27,28 @@ def unpack(data: bytes | str) -> Any:
         if date.tzinfo is not None:
             obj["date"] = date
     return obj
+
+
+_DELIMITER = b"<IDS|MSG>"
+
+
+def quoted(msg_id: str) -> bytes:
+    return f'"{msg_id}"'.encode()
+
+
+def answers_any(raw: list[bytes], quoted_ids: set[bytes]) -> bool:
+    """Whether the raw message's parent header names one of the ids, unparsed. A message
+    that merely mentions one is dropped too: only its sender, the kernel, could make one."""
+    try:
+        parent = raw[raw.index(_DELIMITER) + 3]
+    except (ValueError, IndexError):
+        return False
+    return any(name in parent for name in quoted_ids)
+
+
+def well_formed(msg: dict[str, Any]) -> bool:
+    """What every reader of kernel messages relies on: the parts are objects, the type a string."""
+    return (
+        isinstance(msg.get("msg_type"), str)
+        and all(isinstance(msg.get(part), dict) for part in ("header", "parent_header", "metadata", "content"))
+    )

@@ -12,7 +12,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel, Field
 
 from .errors import CapacityExceeded, KernelStartFailed
-from .kernel import Kernel, LaunchOptions
+from .kernel import Kernel
+from .launch import LaunchOptions
 
 log = logging.getLogger(__name__)
 

@@ -8,26 +8,20 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from .errors import GatewayError, KernelDied, NoKernelForLanguage, NotWaitingForInput, SessionClosed
-from .events import Event, ExecutionStatus, Finished, Output, SessionNotice, Status
+from .events import ExecutionStatus, Finished, SessionNotice
 from .execution import ExecutionLimits, execute
 from .kernel import Kernel
+from .kernel_requests import request_beside
 from .languages import Languages
+from .queued_run import QueuedRun
 from .quotas import ClientQuota
 from .session_kernels import SessionKernels, Tap
 
 log = logging.getLogger(__name__)
-
-
-# How long an interrupt waits for the running request's code to begin (then it goes anyway),
-# how long after that it waits before it is sent, and how long each attempt waits for the
-# run to end before the next.
-_CODE_START_WAIT_S = 5.0
-_CODE_SETTLE_S = 0.02
-_INTERRUPT_WAITS_S = (1.0, 2.0, 4.0)
 
 
 class SessionState(str, enum.Enum):
@@ -45,49 +39,6 @@ _ACTIVE = {SessionState.IDLE, SessionState.BUSY, SessionState.RESTARTING}
 # Each state may follow each active one (a notice may repeat a state, with its message);
 # nothing follows CLOSED.
 _NEXT = {**{state: {*_ACTIVE, SessionState.CLOSED} for state in _ACTIVE}, SessionState.CLOSED: set()}
-
-
-class QueuedRun:
-    """One queued or running execution; iterate it for its events, `Finished` last.
-    (Not an HTTP request: any surface's execution, once submitted to a session.)"""
-
-    def __init__(self, code: str, limits: ExecutionLimits, allow_stdin: bool, spec_name: str) -> None:
-        self.code = code
-        self.limits = limits
-        self.allow_stdin = allow_stdin
-        self.spec_name = spec_name
-        self.kernel: Kernel | None = None  # the kernel it runs on, once it has begun
-        self.started = asyncio.Event()
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self.finished: Finished | None = None
-        self.done = asyncio.Event()
-        self.ending = False  # the kernel has shown it is ending the run: an error, or idle
-
-    def put(self, event: Event) -> None:
-        if self.finished is not None:
-            return
-        if isinstance(event, Output) and event.output["output_type"] == "error":
-            self.ending = True
-        elif isinstance(event, Status) and event.execution_state == "idle":
-            self.ending = True
-        if isinstance(event, Finished):
-            self.finished = event
-            self.done.set()
-        self._events.put_nowait(event)
-
-    def cancel(self, reason: str) -> None:
-        self.put(Finished(ExecutionStatus.CANCELLED, None, reason))
-
-    def refuse(self, reason: str) -> None:
-        """End it before it ran: it gets its result all the same, saying why."""
-        self.put(Finished(ExecutionStatus.ERROR, None, reason))
-
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        while True:
-            event = await self._events.get()
-            yield event
-            if isinstance(event, Finished):
-                return
 
 
 Listener = Callable[[SessionNotice], None]
@@ -122,7 +73,6 @@ class Session:
         self._running: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
         self._stop_reason = "cancelled"
-        self._interrupting: asyncio.Task[None] | None = None
         self._worker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -266,8 +216,7 @@ class Session:
     async def _run(self, request: QueuedRun, kernel: Kernel) -> None:
         self._current = request
         self._starting = None
-        request.kernel = kernel
-        request.started.set()
+        request.begin(kernel)
         self._set_state(SessionState.BUSY)
         lost: str | None = None
         try:
@@ -297,51 +246,8 @@ class Session:
         can come in one breath); queued ones still run after it."""
         self.touch()
         request = self._current or self._starting or next((r for r in self._queue if r.finished is None), None)
-        if request is not None and self._interrupting is None:
-            self._interrupting = asyncio.create_task(self._interrupt(request))
-
-    async def _interrupt(self, request: QueuedRun) -> None:
-        """Send SIGINT (or its control message) when it can work, and again if it did not.
-
-        ipykernel ignores SIGINT from publishing `busy` until it begins the request, which it
-        announces with `execute_input`; for a few milliseconds after that, a KeyboardInterrupt
-        lands in ipykernel's own code, which drops the reply (see execution's
-        `_REPLY_GRACE`); and one that lands just before a blocking call is only seen once the
-        call returns. So: wait for the code to start and settle, then interrupt, and repeat
-        while the run shows no sign of ending. Never while it is ending: a second interrupt
-        that lands while the kernel still handles the first also makes it drop the reply.
-        """
-        try:
-            kernel = await self._code_started(request)
-            if kernel is None:
-                log.debug("session %s: the run ended before its interrupt", self.id)
-                return
-            for wait in _INTERRUPT_WAITS_S:
-                if self._current is not request or request.ending:
-                    log.debug("session %s: the run is ending; no more interrupts", self.id)
-                    return
-                log.debug("session %s: interrupting kernel %s (its code runs: %s)", self.id, kernel.name, kernel.running_code.is_set())
-                await kernel.interrupt()
-                try:
-                    await asyncio.wait_for(request.done.wait(), wait)
-                    return
-                except asyncio.TimeoutError:
-                    pass
-        finally:
-            self._interrupting = None
-
-    async def _code_started(self, request: QueuedRun) -> Kernel | None:
-        """Wait (bounded) until the kernel runs the request's code; its kernel, or None if
-        the request ended first."""
-        deadline = time.monotonic() + _CODE_START_WAIT_S
-        if not await _first(deadline, request.started.wait(), request.done.wait()) or request.kernel is None:
-            return None
-        kernel = request.kernel
-        await _first(deadline, kernel.running_code.wait(), request.done.wait())
-        settle = kernel.running_since + _CODE_SETTLE_S - time.monotonic()
-        if settle > 0:
-            await asyncio.sleep(settle)
-        return None if request.done.is_set() else kernel
+        if request is not None:
+            request.interrupt()
 
     async def restart(self, spec_name: str | None = None) -> None:
         """Fresh kernels, all state gone: every kernel of the session, or the one of
@@ -391,7 +297,7 @@ class Session:
     async def complete(self, code: str, cursor_pos: int, timeout: float, spec_name: str | None = None) -> dict[str, Any]:
         self.touch()
         kernel = await self._kernel_beside(spec_name)
-        return await kernel.request_beside("complete_request", {"code": code, "cursor_pos": cursor_pos}, timeout)
+        return await request_beside(kernel, "complete_request", {"code": code, "cursor_pos": cursor_pos}, timeout)
 
     async def inspect(
         self, code: str, cursor_pos: int, detail_level: int, timeout: float, spec_name: str | None = None
@@ -399,7 +305,7 @@ class Session:
         self.touch()
         kernel = await self._kernel_beside(spec_name)
         content = {"code": code, "cursor_pos": cursor_pos, "detail_level": detail_level}
-        return await kernel.request_beside("inspect_request", content, timeout)
+        return await request_beside(kernel, "inspect_request", content, timeout)
 
     async def _kernel_beside(self, spec_name: str | None) -> Kernel:
         """The kernel an editor's request (completion, help) goes to; started if need be."""
@@ -422,13 +328,3 @@ class Session:
         self.kernels.release_all()
         self.quota.session_closed()
 
-
-async def _first(deadline: float, *waits: Any) -> bool:
-    """Wait for the first of `waits` until `deadline`; False if none came in time."""
-    tasks = {asyncio.ensure_future(w) for w in waits}
-    try:
-        done, _ = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-    return bool(done)

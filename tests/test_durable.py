@@ -12,7 +12,7 @@ import httpx
 import pytest
 import websockets
 
-from .conftest import Client, GatewayServer, connect, result_of
+from .conftest import GatewayServer, connect, result_of
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest

@@ -1,0 +1,47 @@
+"""What launching a kernel process takes: its options, its environment, the shared ZMQ context."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+
+import zmq.asyncio
+from jupyter_client.kernelspec import KernelSpecManager
+
+from .provisioner import LocalHost
+
+
+@dataclass
+class LaunchOptions:
+    """How to launch one kernel process: what the sandbox and the settings decide."""
+
+    startup_timeout: float  # the kernel_startup_timeout setting
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    extra_arguments: list[str] = field(default_factory=list)
+    # What kernels launched on this host share (runtime dirs, sandbox); other provisioners
+    # ignore it.
+    local_host: LocalHost | None = None
+    warm_up_code: str | None = None  # a throw-away cell run before the kernel counts as ready
+    # One for every kernel: each manager would otherwise make its own, which costs a
+    # millisecond of CPU per start. It reads the spec from disk every time.
+    kernelspecs: KernelSpecManager | None = None
+
+
+@functools.cache
+def zmq_context() -> zmq.asyncio.Context:
+    """One ZMQ context for every kernel: each manager and client would otherwise make its
+    own, with an I/O thread apiece."""
+    return zmq.asyncio.Context()
+
+
+# The only variables of the gateway's own environment a kernel sees: never its secrets.
+_INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+
+
+def kernel_environment(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(extra)
+    return env
