@@ -87,11 +87,19 @@ class GatewayServer:
         return httpx.get(f"{self.url}/health", timeout=5).json()
 
 
+def running(pid: int) -> bool:
+    """Whether the process runs: neither gone nor a zombie (it may go while we look)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _still_alive(pids: set[int], timeout: float) -> set[int]:
     deadline = time.monotonic() + timeout
     alive = pids
     while alive and time.monotonic() < deadline:
-        alive = {p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"}
+        alive = {p for p in alive if running(p)}
         time.sleep(0.1)
     return alive
 

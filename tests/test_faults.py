@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
-from .conftest import ROOT, WHOAMI, Client, GatewayServer, connect, processes_of, result_of, wait_gone
+from .conftest import ROOT, WHOAMI, Client, GatewayServer, connect, processes_of, result_of, running, wait_gone
 
 SECRET = "s3cr3t-of-the-gateway"
 
@@ -355,7 +354,7 @@ async def test_sigkill_of_the_gateway_leaves_no_kernel() -> None:
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(10)
     deadline = time.monotonic() + 10
-    while alive := [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]:
+    while alive := [p for p in pids if running(p)]:
         assert time.monotonic() < deadline, f"kernel processes outlived the gateway: {alive}"
         await asyncio.sleep(0.1)
     server.stop()
