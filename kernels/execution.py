@@ -48,14 +48,18 @@ class _Fence:
         self.passed = False
         self.resend_at = float("inf")
 
-    def send(self) -> None:
+    def message(self) -> dict[str, Any]:
+        """A new fence, its replies routed to the execution's queue; the caller sends it."""
         # comm_info for a target nobody has: the smallest reply a kernel sends
         msg = self.kernel.client.session.msg("comm_info_request", {"target_name": "icotes.fence"})
         self.ids.append(msg["header"]["msg_id"])
         self.kernel.subscribe(self.ids[-1], self.queue)
         self.kernel.quiet(self.ids[-1])  # its busy and idle say nothing; its reply does
-        self.kernel.send("shell", msg)
         self.resend_at = time.monotonic() + _FENCE_GRACE
+        return msg
+
+    def resend(self) -> None:
+        self.kernel.send("shell", self.message())
 
     def owns(self, msg: dict[str, Any]) -> bool:
         return msg.get("parent_header", {}).get("msg_id") in self.ids
@@ -144,8 +148,7 @@ class _Execution:
         queue = self.kernel.subscribe(msg_id)
         fence = _Fence(self.kernel, queue)
         try:
-            self.kernel.send("shell", msg)
-            fence.send()
+            self.kernel.send("shell", msg, fence.message())  # in one wake-up of zmq's I/O thread
             async for event in self._read(queue, fence):
                 yield event
         finally:
@@ -170,7 +173,7 @@ class _Execution:
                 elif now >= settle_at:  # iopub dropped `idle`: the fence says it is over
                     break
                 elif idle and now >= fence.resend_at:
-                    fence.send()  # an interrupt can make the kernel drop it; if not, the code runs on
+                    fence.resend()  # an interrupt can make the kernel drop it; if not, the code runs on
                 elif now >= deadline:
                     if self.timed_out:
                         for event in self._closing():

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from hmac import compare_digest
 from typing import Any
+
+from jupyter_client.adapter import adapt
+from jupyter_client.session import Session
 
 
 def unpack(data: bytes | str) -> Any:
@@ -52,3 +56,41 @@ def well_formed(msg: dict[str, Any]) -> bool:
         isinstance(msg.get("msg_type"), str)
         and all(isinstance(msg.get(part), dict) for part in ("header", "parent_header", "metadata", "content"))
     )
+
+
+def deserialize(session: Session, raw: list[bytes]) -> dict[str, Any]:
+    """What `session.deserialize(session.feed_identities(raw)[1])` returns, at half its cost.
+
+    The same checks (a signature over the four parts, compared in constant time), the same
+    parsing (`unpack` for header and parent, JSON for metadata and content); not done: the
+    replay history (the gateway keeps none, see kernel.py), the walk of both headers for
+    date strings (`unpack` reads their dates), and version adaptation, which changes
+    nothing for a kernel that speaks protocol 5 (jupyter_client adapts the others).
+    """
+    try:
+        start = raw.index(_DELIMITER) + 1
+    except ValueError:
+        raise ValueError("no <IDS|MSG> delimiter") from None
+    if len(raw) < start + 5:
+        raise TypeError("malformed message: fewer than five parts")
+    signature, header, parent, metadata, content = raw[start:start + 5]
+    if session.auth is not None:
+        check = session.auth.copy()
+        for part in (header, parent, metadata, content):
+            check.update(part)
+        if not signature or not compare_digest(signature, check.hexdigest().encode()):
+            raise ValueError("invalid signature")
+    head = unpack(header)
+    msg = {
+        "header": head,
+        "msg_id": head["msg_id"],
+        "msg_type": head["msg_type"],
+        "parent_header": unpack(parent),
+        "metadata": json.loads(metadata),
+        "content": json.loads(content),
+        "buffers": [memoryview(b) for b in raw[start + 5:]],
+    }
+    version = head.get("version")
+    if not (isinstance(version, str) and version.startswith("5.")):
+        return adapt(msg)
+    return msg

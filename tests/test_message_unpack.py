@@ -1,0 +1,66 @@
+"""Reading kernel messages off the wire: the gateway's own reader against jupyter_client's."""
+
+from __future__ import annotations
+
+import pytest
+from jupyter_client.session import Session
+
+from kernels import message_unpack
+
+
+def session() -> Session:
+    s = Session(key=b"a key of the kernel's")
+    s.unpack = message_unpack.unpack
+    s.digest_history_size = 0
+    return s
+
+
+def wire(s: Session, msg: dict) -> list[bytes]:
+    return [b"routing-id", *s.serialize(msg)]
+
+
+MESSAGES = [
+    ("status", {"execution_state": "idle"}),
+    ("execute_result", {"data": {"text/plain": "2", "text/html": "<b>2</b>"}, "metadata": {}, "execution_count": 3}),
+    ("stream", {"name": "stdout", "text": "é\n" * 100}),
+    ("execute_reply", {"status": "ok", "execution_count": 1, "user_expressions": {}}),
+]
+
+
+@pytest.mark.parametrize(("msg_type", "content"), MESSAGES)
+def test_a_message_reads_as_jupyter_client_reads_it(msg_type: str, content: dict) -> None:
+    s = session()
+    raw = wire(s, s.msg(msg_type, content, parent=s.msg("execute_request", {"code": "1+1"})))
+    assert message_unpack.deserialize(s, raw) == s.deserialize(s.feed_identities(raw)[1])
+
+
+def test_binary_buffers_come_through() -> None:
+    s = session()
+    raw = wire(s, s.msg("comm_msg", {"data": {}})) + [b"\x00\x01buffer"]
+    assert bytes(message_unpack.deserialize(s, raw)["buffers"][0]) == b"\x00\x01buffer"
+
+
+def test_an_older_protocol_is_adapted_as_jupyter_client_adapts_it() -> None:
+    s = session()
+    msg = s.msg("execute_request", {"code": "1"})
+    msg["header"]["version"] = "4.1"
+    raw = wire(s, msg)
+    assert message_unpack.deserialize(s, raw) == s.deserialize(s.feed_identities(raw)[1])
+
+
+@pytest.mark.parametrize("damage", ["altered content", "no signature", "wrong key", "no delimiter", "too few parts"])
+def test_a_damaged_or_unsigned_message_is_refused(damage: str) -> None:
+    s = session()
+    raw = wire(s, s.msg("status", {"execution_state": "idle"}))
+    if damage == "altered content":
+        raw[-1] = raw[-1].replace(b"idle", b"busy")
+    elif damage == "no signature":
+        raw[2] = b""
+    elif damage == "wrong key":
+        raw = wire(Session(key=b"another key"), s.msg("status", {"execution_state": "idle"}))
+    elif damage == "no delimiter":
+        raw = [part for part in raw if part != b"<IDS|MSG>"]
+    else:
+        raw = raw[:4]
+    with pytest.raises((ValueError, TypeError)):
+        message_unpack.deserialize(s, raw)
