@@ -114,11 +114,6 @@ class Kernel:
         )
         # The client would otherwise make a ZMQ context of its own: two threads per kernel.
         self.client = self.manager.client(context=zmq_context())
-        # Replay protection keeps every signature seen, up to 65536 per kernel (~11 MB of
-        # gateway memory for a long session). It guards nothing here: the only peer that can
-        # reach these private ipc sockets is the kernel, which holds the key anyway.
-        self.client.session.digest_history_size = 0
-        self.client.session.unpack = message_unpack.unpack
         # No heartbeat channel: it costs a thread per kernel, and the death watch polls the
         # provisioner instead (which works for remote kernels too). Control connects on
         # first use (see send()).

@@ -13,12 +13,11 @@ from jupyter_client.session import Session
 
 
 def unpack(data: bytes | str) -> Any:
-    """jupyter_client's JSON unpacking, with a header's date read by the C ISO 8601 parser.
+    """A header's JSON, its date read by the C ISO 8601 parser.
 
-    `Session.deserialize` turns every ISO 8601 string of a header into a datetime with
-    dateutil, pure Python: a fifth of the gateway's CPU per message when output streams.
-    A header whose date this parses reaches it as a datetime already, which it leaves as it
-    is; anything else (a date without a time zone, say) is left to jupyter_client.
+    jupyter_client turns every ISO 8601 string of a header into a datetime with dateutil,
+    pure Python: a fifth of the gateway's CPU per message when output streams. A date this
+    cannot read as one with a time zone stays a string.
     """
     if isinstance(data, bytes):
         data = data.decode("utf8", "replace")
@@ -62,10 +61,12 @@ def deserialize(session: Session, raw: list[bytes]) -> dict[str, Any]:
     """What `session.deserialize(session.feed_identities(raw)[1])` returns, at half its cost.
 
     The same checks (a signature over the four parts, compared in constant time), the same
-    parsing (`unpack` for header and parent, JSON for metadata and content); not done: the
-    replay history (the gateway keeps none, see kernel.py), the walk of both headers for
-    date strings (`unpack` reads their dates), and version adaptation, which changes
-    nothing for a kernel that speaks protocol 5 (jupyter_client adapts the others).
+    parsing (`unpack` for header and parent, JSON for metadata and content). Not done: the
+    walk of both headers for date strings (`unpack` reads their dates); version adaptation,
+    which changes nothing for a kernel that speaks protocol 5 (the others are adapted); and
+    the replay history of every signature seen (up to 65536 per kernel, ~11 MB for a long
+    session), which guards nothing here: the only peer that can reach a kernel's private
+    sockets is the kernel, and it holds the key anyway.
     """
     try:
         start = raw.index(_DELIMITER) + 1
