@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import httpx
+
+from kernels.pool import _REFILL_DELAY_S
+
 from .conftest import WHOAMI, GatewayServer, wait_gone
 
 
@@ -18,6 +24,33 @@ async def test_health_reports_connections_sessions_kernels(http: httpx.AsyncClie
     assert health["status"] == "healthy"
     assert {"connections", "sessions", "kernels"} <= set(health)
     assert {"ready", "starting", "in_use"} <= set(health["kernels"])
+
+
+async def _pool_settled(http: httpx.AsyncClient, size: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        kernels = (await http.get("/health")).json()["kernels"]
+        if kernels["ready_by_kernelspec"].get("python3") == size and kernels["starting"] == 0:
+            return
+        assert time.monotonic() < deadline, f"the pool did not refill: {kernels}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_taken_kernel_is_replaced_after_its_run_has_begun(http: httpx.AsyncClient) -> None:
+    """The replacement's launch (event-loop time, a core for the new interpreter) must not
+    land on the first run of the kernel just handed out; it starts a beat later."""
+    for _ in range(3):
+        await _pool_settled(http, 2)
+        taken = time.monotonic()
+        result = (await http.post("/execute", json={"code": "print(1)"})).json()
+        kernels = (await http.get("/health")).json()["kernels"]
+        if time.monotonic() - taken > _REFILL_DELAY_S * 0.8:
+            continue  # too slow to tell here; try again
+        assert result["status"] == "ok"
+        assert kernels["starting"] == 0 and kernels["ready_by_kernelspec"]["python3"] == 1, kernels
+        await _pool_settled(http, 2)  # and it does come
+        return
+    raise AssertionError(f"no one-shot answered within {_REFILL_DELAY_S * 0.8:g} s to check this")
 
 
 async def test_one_shot_returns_stdout_lines(http: httpx.AsyncClient) -> None:
