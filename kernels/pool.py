@@ -94,11 +94,13 @@ class KernelPool:
             raise CapacityExceeded(f"max_kernels ({self.max_in_use}) kernels are in use; try again later")
         spec.waiting += 1
         try:
-            if not spec.ready:
-                self._refill(spec_name)  # this caller waits: a kernel must start for it now
             async with asyncio.timeout(self.acquire_timeout), spec.changed:
                 while True:
-                    await spec.changed.wait_for(lambda: spec.ready or spec.broken)
+                    while not (spec.ready or spec.broken):
+                        # This caller waits (or another took the last ready one first):
+                        # a kernel must start for it now, not after a taker's refill delay.
+                        self._refill(spec_name)
+                        await spec.changed.wait()
                     if spec.broken:  # tell the caller now, not at the time-out
                         raise KernelStartFailed(f"kernels of {spec_name!r} fail to start: {spec.last_error}")
                     kernel = spec.ready.popleft()
