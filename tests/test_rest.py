@@ -53,6 +53,23 @@ async def test_a_taken_kernel_is_replaced_after_its_run_has_begun(http: httpx.As
     raise AssertionError(f"no one-shot answered within {_REFILL_DELAY_S * 0.8:g} s to check this")
 
 
+async def test_a_caller_who_finds_no_ready_kernel_gets_one_started_at_once(http: httpx.AsyncClient) -> None:
+    """Three one-shots on a pool of two: the third waits, and its kernel starts now, not
+    after the first two callers' refill delay."""
+    for _ in range(3):
+        await _pool_settled(http, 2)
+        began = time.monotonic()
+        runs = [asyncio.ensure_future(http.post("/execute", json={"code": "import time; time.sleep(1)"})) for _ in range(3)]
+        starting = 0
+        while time.monotonic() - began < _REFILL_DELAY_S * 0.8 and not starting:
+            starting = (await http.get("/health")).json()["kernels"]["starting"]
+        results = [r.json() for r in await asyncio.gather(*runs)]
+        assert all(r["status"] == "ok" for r in results), results
+        if starting:
+            return
+    raise AssertionError(f"no kernel was starting within {_REFILL_DELAY_S * 0.8:g} s for the caller who waited")
+
+
 async def test_one_shot_returns_stdout_lines(http: httpx.AsyncClient) -> None:
     result = (await http.post("/execute", json={"code": "print('hello')\nprint('world')"})).json()
     assert result["status"] == "ok"
