@@ -40,7 +40,7 @@ async def health(rt: RuntimeDep) -> Health:
         connections=rt.connections,
         sessions=len(rt.sessions),
         kernels=rt.pool.stats(),
-        sandbox=rt.sandbox.report(),
+        sandbox={**rt.sandbox.report(), "forked_kernels": rt.forks.report()},
     )
 
 

@@ -11,6 +11,7 @@ from kernels.kernelspecs import kernelspec_manager
 from kernels.languages import Languages
 from kernels.outputs import warm_output_validation
 from kernels.pool import KernelPool, PoolConfig
+from kernels.fork_server import ForkServer
 from kernels.provisioner import LocalHost
 from kernels.quotas import QuotaLimits, Quotas
 from kernels.runtime_dirs import RuntimeDirs
@@ -40,7 +41,8 @@ class Runtime:
         self.languages = Languages(settings.languages, settings.default_language, specs)
         self.runtime_dirs = RuntimeDirs()
         self.sandbox = Sandbox(SandboxConfig.model_validate(settings, from_attributes=True), self.runtime_dirs.mine)
-        self.local_host = LocalHost(self.runtime_dirs, self.sandbox)
+        self.forks = ForkServer(self.sandbox, self.runtime_dirs.mine)
+        self.local_host = LocalHost(self.runtime_dirs, self.sandbox, self.forks)
         self.pool = KernelPool(self.launch_options, PoolConfig.model_validate(settings, from_attributes=True))
         self.quotas = Quotas(quota_limits(settings), self.pool)
         self.sessions = SessionRegistry(settings, self.languages, self.quotas)
@@ -73,5 +75,6 @@ class Runtime:
             self._culler.cancel()
         await self.sessions.close_all("the gateway is shutting down")
         await self.pool.close()
+        self.forks.close()
         self.sandbox.close()
         self.runtime_dirs.close()

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 
-from . import provisioner
+from . import forked_provisioner, provisioner
+from .fork_server import forkable
 
 # The names jupyter_client replaces with the gateway's own interpreter.
 _BARE_PYTHON = {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2]}
@@ -19,11 +20,11 @@ _BARE_PYTHON = {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.ve
 def kernelspec_manager(kernel_env: str | None, kernelspec_dirs: list[str]) -> KernelSpecManager:
     """Kernelspecs of `kernel_env` (its share/jupyter/kernels) and of `kernelspec_dirs`, in
     that order; with neither, Jupyter's usual search path."""
-    dirs = [str(Path(kernel_env) / "share" / "jupyter" / "kernels")] if kernel_env else []
-    dirs += kernelspec_dirs
-    if not dirs:
-        return EnvironmentKernelSpecs()
-    return EnvironmentKernelSpecs(kernel_dirs=dirs, ensure_native_kernel=False)
+    shipped = [str(Path(kernel_env) / "share" / "jupyter" / "kernels")] if kernel_env else []
+    dirs = shipped + kernelspec_dirs
+    specs = EnvironmentKernelSpecs(kernel_dirs=dirs, ensure_native_kernel=False) if dirs else EnvironmentKernelSpecs()
+    specs.shipped_dirs = [Path(d) for d in shipped]
+    return specs
 
 
 class EnvironmentKernelSpecs(KernelSpecManager):
@@ -33,7 +34,12 @@ class EnvironmentKernelSpecs(KernelSpecManager):
     would replace with the interpreter of the process that launches it: here, the gateway,
     whose venv holds no kernel. A spec at `<prefix>/share/jupyter/kernels/<name>` runs
     `<prefix>/bin/python` instead.
+
+    The kernel environment's own Python kernel, unless its spec names a provisioner, is
+    forked from a template (forked_provisioner.py); every other spec is exec'd, confined.
     """
+
+    shipped_dirs: list[Path] = []
 
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
         spec = super().get_kernel_spec(kernel_name)
@@ -43,7 +49,8 @@ class EnvironmentKernelSpecs(KernelSpecManager):
         if "kernel_provisioner" not in spec.metadata:
             # Local and confined; a spec that names a provisioner, even jupyter_client's
             # plain local one, is launched by that one, as its author asked.
-            spec.metadata["kernel_provisioner"] = {"provisioner_name": provisioner.NAME}
+            forked = forkable(spec.argv) and Path(spec.resource_dir).parent in self.shipped_dirs
+            spec.metadata["kernel_provisioner"] = {"provisioner_name": forked_provisioner.NAME if forked else provisioner.NAME}
         return spec
 
 

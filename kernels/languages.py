@@ -6,7 +6,7 @@ import logging
 
 from jupyter_client.kernelspec import KernelSpecManager
 
-from . import provisioner
+from . import forked_provisioner, provisioner
 from .errors import UnknownLanguage
 from .kernelspecs import provisioner_of
 
@@ -24,7 +24,7 @@ class Languages:
         self.kernelspecs = {name: installed[name] for name in set(self.specs.values())}
         self.default = default
         for name in self.kernelspecs:
-            if (launcher := self.provisioner(name)) != provisioner.NAME:
+            if (launcher := self.provisioner(name)) not in (provisioner.NAME, forked_provisioner.NAME):
                 log.warning("kernelspec %s: launched by %s, without the gateway's confinement", name, launcher)
 
     def provisioner(self, spec_name: str) -> str:

@@ -27,6 +27,7 @@ from jupyter_client.provisioning import LocalProvisioner
 
 from .errors import KernelStartFailed
 from .exit_codes import death_reason
+from .fork_server import ForkServer
 from .kernel_stderr import KernelStderr
 from .runtime_dirs import RuntimeDirs
 from .sandbox import Confinement, Sandbox
@@ -44,6 +45,7 @@ class LocalHost:
 
     runtime_dirs: RuntimeDirs
     sandbox: Sandbox | None = None  # None or disabled: kernels run unconfined
+    forks: ForkServer | None = None  # the templates forked kernels come from
 
 
 class GatewayKernelManager(AsyncKernelManager):
@@ -82,9 +84,14 @@ class ConfinedProvisioner(LocalProvisioner):  # type: ignore[misc]
                 self.kernel_spec.interrupt_mode = "message"
         kwargs = await super().pre_launch(**kwargs)
         if self.confinement is not None:
-            kwargs["cmd"] = self.confinement.wrap(kwargs["cmd"], self.kernel_spec.resource_dir)
+            kwargs["cmd"] = self._command(kwargs["cmd"])
         self.stderr = KernelStderr()
         return {**kwargs, "stdout": subprocess.DEVNULL, "stderr": self.stderr.write_fd}
+
+    def _command(self, cmd: list[str]) -> list[str]:
+        """The kernel's command, confined."""
+        assert self.confinement is not None
+        return self.confinement.wrap(cmd, self.kernel_spec.resource_dir)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         try:

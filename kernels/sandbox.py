@@ -49,7 +49,7 @@ _ETC_FILES = (
 # gives the runtime dir to the kernel's uid, opens the seccomp filter as fd 9 for bwrap,
 # then becomes the rest of its arguments. Data is passed as arguments, never spliced into code.
 SECCOMP_FD = 9  # POSIX sh redirects single-digit fds only
-_ENTER = 'parent=$1; dir=$2; owner=$3; filter=$4; shift 4\n' \
+ENTER = 'parent=$1; dir=$2; owner=$3; filter=$4; shift 4\n' \
     '[ "$PPID" = "$parent" ] || exit 1\n' \
     f'[ -z "$filter" ] || exec {SECCOMP_FD}<"$filter"\n' \
     'while [ "$1" != "--" ]; do echo $$ > "$1"; shift; done; shift\n' \
@@ -88,6 +88,7 @@ class SandboxConfig(BaseModel):
     kernel_uid_base: int = Field(61000, ge=1000, description="kernels run as uids from here up (where the gateway is root); give gateways sharing a host distinct ranges")
     kernel_uid_count: int = Field(4000, gt=0, description="...and this many of them")
     kernel_network: bool = Field(False, description="let kernels reach the network (default: isolated)")
+    fork_kernels: bool = Field(True, description="start the shipped Python kernel as a fork of a template that has done its imports (fork_server.py); off: every kernel is exec'd")
     kernel_mounts: list[str] = Field(default=[], description="host paths every confined kernel sees read-only, besides its kernelspec's own environment")
 
 
@@ -146,6 +147,45 @@ class Sandbox:
             "problems": p.problems,
         }
 
+    def view(self, program: str, needs: list[str] = ()) -> list[str]:
+        """bwrap's mounts of what every kernel of `program` sees of the machine: /usr, a few
+        files of /etc, its environment, a private /tmp and home (see fork_server.py too)."""
+        config = self.config
+        args = [
+            "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--proc", "/proc", "--dev", "/dev",
+            # Mounted by bwrap as root: open to the kernel's uid, the only user inside.
+            "--perms", "1777", "--size", str(config.tmp_bytes), "--tmpfs", "/tmp",
+            "--perms", "1777", "--size", str(config.scratch_bytes), "--tmpfs", HOME,
+            # bwrap would make /etc root-only, hiding the files below from the kernel's uid.
+            "--perms", "0755", "--dir", "/etc",
+        ]
+        if config.kernel_network:
+            args.append("--share-net")
+        for path in _ETC_FILES + (("/etc/resolv.conf",) if config.kernel_network else ()):
+            args += ["--ro-bind-try", path, path]
+        # The kernelspec's program and its environment (e.g. a venv and the interpreter it
+        # links to under /root), and what the operator adds, read-only where they are.
+        for path in [*environment.mounts_for(program), *needs, *config.kernel_mounts]:
+            args += [*_traversable_parents(path), "--ro-bind", path, path]
+        return args + _font_cache(program)
+
+    def kernel_env(self, program: str) -> dict[str, str]:
+        """The variables the sandbox sets for a kernel, over those of its launch."""
+        return {
+            "HOME": HOME,
+            "PATH": f"{os.path.dirname(program)}:/usr/local/bin:/usr/bin:/bin",
+            "USER": "kernel",
+            "LOGNAME": "kernel",
+            "TMPDIR": "/tmp",
+            # The kernel's parent is its namespace's init (pid 1); pid 1 turns ipykernel's
+            # parent poller off instead of making it quit at once.
+            "JPY_PARENT_PID": "1",
+            **_pip_settings(self.config.kernel_network),
+        }
+
     def prepare(self, runtime_dir: Path) -> Confinement:
         """The confinement of one kernel: its uid, cgroup and command wrapper."""
         uid = self._free_uids.pop(0) if self.probe.root and self.probe.setpriv and self._free_uids else None
@@ -178,7 +218,7 @@ class Confinement:
         owner = f"{self.uid}:{self.uid}" if self.uid is not None else ""
         procs = [str(p) for p in self.cgroup.procs] if self.cgroup else []
         seccomp = str(probe.seccomp) if probe.seccomp else ""
-        chain += ["/bin/sh", "-c", _ENTER, "sh", str(os.getpid()), str(self.runtime_dir), owner, seccomp, *procs, "--"]
+        chain += ["/bin/sh", "-c", ENTER, "sh", str(os.getpid()), str(self.runtime_dir), owner, seccomp, *procs, "--"]
         if probe.prlimit:
             chain += [
                 probe.prlimit,
@@ -203,47 +243,18 @@ class Confinement:
 
     def _bwrap(self, bwrap: str, program: str, needs: list[str]) -> list[str]:
         """bwrap's arguments up to the command: what the kernel sees of the machine."""
-        config = self.sandbox.config
         args = [bwrap, *_namespaces(self.sandbox.probe.root)]
         if self.sandbox.probe.seccomp:
             args += ["--seccomp", str(SECCOMP_FD)]
-        args += [
-            "--die-with-parent", "--new-session", "--hostname", "kernel",
-            "--ro-bind", "/usr", "/usr",
-            "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
-            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-            "--proc", "/proc", "--dev", "/dev",
-            # Mounted by bwrap as root: open to the kernel's uid, the only user inside.
-            "--perms", "1777", "--size", str(config.tmp_bytes), "--tmpfs", "/tmp",
-            "--perms", "1777", "--size", str(config.scratch_bytes), "--tmpfs", HOME,
-            # bwrap would make /etc root-only, hiding the files below from the kernel's uid.
-            "--perms", "0755", "--dir", "/etc",
-        ]
-        if config.kernel_network:
-            args.append("--share-net")
-        for path in _ETC_FILES + (("/etc/resolv.conf",) if config.kernel_network else ()):
-            args += ["--ro-bind-try", path, path]
-        # The kernelspec's program and its environment (e.g. a venv and the interpreter it
-        # links to under /root), and what the operator adds, read-only where they are.
-        for path in [*environment.mounts_for(program), *needs, *config.kernel_mounts]:
-            args += [*_traversable_parents(path), "--ro-bind", path, path]
-        args += _font_cache(program)
+        args += ["--die-with-parent", "--new-session", "--hostname", "kernel", *self.sandbox.view(program, needs)]
         args += [
             *_traversable_parents(str(self.runtime_dir)),
             "--bind", str(self.runtime_dir), str(self.runtime_dir),
             "--chdir", HOME,
-            "--setenv", "HOME", HOME,
-            "--setenv", "PATH", f"{os.path.dirname(program)}:/usr/local/bin:/usr/bin:/bin",
-            "--setenv", "USER", "kernel",
-            "--setenv", "LOGNAME", "kernel",
-            "--setenv", "TMPDIR", "/tmp",
-            # The kernel's parent is bwrap's init (pid 1) in its own PID namespace; pid 1
-            # turns ipykernel's parent poller off instead of making it quit at once.
-            "--setenv", "JPY_PARENT_PID", "1",
-            *_pip_settings(config.kernel_network),
-            "--",
         ]
-        return args
+        for key, value in self.sandbox.kernel_env(program).items():
+            args += ["--setenv", key, value]
+        return [*args, "--"]
 
     def seal(self) -> None:
         """Take the runtime directory back from the kernel, once it has bound its sockets and
@@ -294,20 +305,28 @@ def _namespaces(root: bool) -> list[str]:
 
 
 def _font_cache(program: str) -> list[str]:
-    """Links from the kernel's matplotlib cache to its environment's prebuilt font list:
-    each kernel starts in an empty home and would otherwise build its own (a second or
-    more), and matplotlib wants its cache folder writable, so the folder is the kernel's."""
-    caches = environment.font_caches(program)
-    if not caches:
-        return []
-    folder = f"{HOME}/.cache/matplotlib"
-    args = ["--perms", "0777", "--dir", f"{HOME}/.cache", "--perms", "0777", "--dir", folder]
-    for cache in caches:
-        args += ["--symlink", str(cache), f"{folder}/{cache.name}"]
+    args = []
+    dirs, links = home_font_cache(program)
+    for folder in dirs:
+        args += ["--perms", "0777", "--dir", folder]
+    for link, target in links:
+        args += ["--symlink", target, link]
     return args
 
 
-def _pip_settings(network: bool) -> list[str]:
+def home_font_cache(program: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The folders and links that point a kernel's matplotlib cache at its environment's
+    prebuilt font list: each kernel starts in an empty home and would otherwise build its
+    own (a second or more), and matplotlib wants its cache folder writable, so the folder
+    is the kernel's."""
+    caches = environment.font_caches(program)
+    if not caches:
+        return [], []
+    folder = f"{HOME}/.cache/matplotlib"
+    return [f"{HOME}/.cache", folder], [(f"{folder}/{cache.name}", str(cache)) for cache in caches]
+
+
+def _pip_settings(network: bool) -> dict[str, str]:
     """`%pip install` with no network fails at once (pip would retry for a minute), saying
     it could not resolve the index's name (pip says so only when it retries, and its first
     retry is immediate); with a network, it installs into the kernel's home, since its
@@ -317,7 +336,7 @@ def _pip_settings(network: bool) -> list[str]:
         env.update(PIP_TARGET=f"{HOME}/.local/pip", PYTHONPATH=f"{HOME}/.local/pip")
     else:
         env.update(PIP_RETRIES="1", PIP_TIMEOUT="3")
-    return [arg for key, value in env.items() for arg in ("--setenv", key, value)]
+    return env
 
 
 def _probe(config: SandboxConfig, filter_path: Path) -> _Probe:

@@ -1,0 +1,428 @@
+"""The fork template: a Python kernel's imports done once, and a kernel forked from them.
+
+This file is not imported by the gateway. It is the program the template process runs, in
+the kernel environment's own interpreter (read on stdin: `python -`), inside a bubblewrap
+view of the machine that every confined kernel shares, as root with its capabilities kept,
+in the host's PID namespace. It imports ipykernel and the heavy libraries, freezes them out
+of the garbage collector's reach so children share those pages, then serves the gateway on
+the one socket it inherited (the fd its argument names, one end of a SOCK_SEQPACKET pair;
+nothing else can reach it).
+
+Each request forks three processes, each doing one thing:
+
+    A  unshares mount, PID, IPC, UTS (and network) namespaces; mounts the kernel's own /tmp,
+       home, /dev/shm and pts; puts its runtime directory back at its host path, hides every
+       other; forks B, reports B's pid and exits (the template ignores SIGCHLD: no zombie).
+    B  pid 1 of the new PID namespace, a tiny init: waits for the gateway's "go" (sent once
+       B is in the kernel's cgroups), mounts /proc, forks C, then reaps, forwards signals and
+       writes C's exit status on its link to the gateway. When the gateway goes, the link
+       closes and B exits, which kills everything in the namespace.
+    C  the kernel: a new session, its rlimits, stdio, signal dispositions and mask as a fresh
+       interpreter has them, no inherited fd, a fresh random seed, the kernel's uid with no
+       capabilities, no new privileges, the seccomp filter; then IPKernelApp with its argv.
+
+Only the standard library and ipykernel are used here: this runs outside the gateway's venv.
+"""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import gc
+import json
+import os
+import resource
+import signal
+import socket
+import struct
+import sys
+import time
+
+CONTROL_FD = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 3
+_MAX_MSG = 1 << 20
+
+# mount(2) and unshare(2) flags (linux/mount.h, linux/sched.h)
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x04000000, 0x08000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_SET_SECCOMP, PR_SET_DUMPABLE = 38, 24, 22, 4
+PR_SET_MM, PR_SET_MM_MAP = 35, 14
+SECCOMP_MODE_FILTER = 2
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+CAP_KILL = 5
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"{what}: {os.strerror(code)}")
+    return result
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = [None if v is None else v.encode() for v in (source, target, fstype, data)]
+    _check(_libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]), f"mount {target}")
+
+
+def _prctl(option: int, arg: int = 0, arg3: int | ctypes.c_void_p = 0) -> None:
+    _check(_libc.prctl(option, ctypes.c_ulong(arg), arg3, 0, 0), f"prctl {option}")
+
+
+# -- the template's preparation ------------------------------------------------------------
+
+def preload(modules: list[str]) -> list[str]:
+    """Import what every kernel would; return what failed, for the gateway to report."""
+    failed = []
+    for name in modules:
+        try:
+            __import__(name)
+        except Exception as exc:  # a library missing from this environment: not fatal
+            failed.append(f"{name}: {exc}")
+    return failed
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+# -- A: namespaces and mounts --------------------------------------------------------------
+
+def _tmpfs(target: str, size: int, mode: str = "1777") -> None:
+    _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        import fcntl
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def _build_view(job: dict) -> None:
+    """The kernel's own mounts, on top of the view the template shares with every kernel."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    runtime, stage, home = job["runtime_dir"], job["stage"], job["home"]
+    _mount(runtime, stage, None, MS_BIND | MS_REC)
+    _tmpfs("/tmp", job["tmp_bytes"])  # hides every other kernel's runtime directory
+    parent = "/"
+    for part in runtime.strip("/").split("/"):
+        parent = os.path.join(parent, part)
+        os.makedirs(parent, mode=0o755, exist_ok=True)
+    _mount(stage, runtime, None, MS_BIND | MS_REC)
+    _check(_libc.umount2(stage.encode(), MNT_DETACH), "umount stage")
+    _tmpfs(home, job["scratch_bytes"])
+    _tmpfs("/dev/shm", job["tmp_bytes"])
+    _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
+    for folder in job["home_dirs"]:
+        os.makedirs(folder, mode=0o777, exist_ok=True)
+        os.chmod(folder, 0o777)
+    for link, target in job["home_links"]:
+        os.symlink(target, link)
+
+
+def _proc() -> None:
+    """A /proc of the new PID namespace (only a process inside it can mount that), with
+    what bubblewrap also keeps read-only."""
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for path in ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"):
+        if os.path.exists(path):
+            _mount(path, path, None, MS_BIND | MS_REC)
+            _mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+
+
+# -- C: the kernel's process ---------------------------------------------------------------
+
+def _fresh_signals() -> None:
+    """Dispositions and mask as a newly started interpreter has them."""
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def _stdio(stderr_fd: int) -> None:
+    """/dev/null in and out, the kernel's stderr pipe, and no other fd."""
+    null = os.open("/dev/null", os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(stderr_fd, 2)
+    os.closerange(3, max(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+
+
+_cmdlines: list[ctypes.Array] = []  # kept alive: the kernel's /proc/PID/cmdline points here
+
+
+def _set_cmdline(argv: list[str]) -> None:
+    """Show `argv` in the process table (ps, /proc/PID/cmdline), not the template's: the
+    operator sees which kernel this is. PR_SET_MM_MAP takes the whole memory map, of which
+    only the arguments change; it needs CAP_SYS_ADMIN, so it is done before the drop."""
+    text = b"\0".join(arg.encode() for arg in argv) + b"\0"
+    buffer = ctypes.create_string_buffer(text, len(text))
+    _cmdlines.append(buffer)
+    with open("/proc/self/stat") as stat:
+        rest = stat.read().rsplit(")", 1)[1].split()
+
+    def field(number: int) -> int:  # numbered as in proc(5); `rest` starts at field 3
+        return int(rest[number - 3])
+
+    _libc.sbrk.restype = ctypes.c_void_p
+    start = ctypes.addressof(buffer)
+    mm_map = struct.pack(
+        "11QQII", field(26), field(27), field(45), field(46), field(47), _libc.sbrk(0), field(28),
+        start, start + len(text), field(50), field(51), 0, 0, 0xFFFFFFFF,  # no auxv, same exe
+    )
+    argument = ctypes.create_string_buffer(mm_map, len(mm_map))
+    _check(_libc.prctl(PR_SET_MM, PR_SET_MM_MAP, ctypes.cast(argument, ctypes.c_void_p), ctypes.c_ulong(len(mm_map)), 0), "prctl PR_SET_MM_MAP")
+
+
+def _reseed() -> None:
+    """Seeds taken at import would be the same in every child (random reseeds itself at
+    fork; numpy's global generator does not)."""
+    import random
+    random.seed()
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
+
+
+def _limits(rlimits: dict[str, list[int]]) -> None:
+    for name, (soft, hard) in rlimits.items():
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+
+
+def _drop(uid: int | None, seccomp: bytes) -> None:
+    """The kernel's uid, no capabilities (the bounding set too), no new privileges, the filter."""
+    last_cap = int(open("/proc/sys/kernel/cap_last_cap").read())
+    for cap in range(last_cap + 1):
+        _prctl(PR_CAPBSET_DROP, cap)
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)  # from root to another uid: every capability goes
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    if seccomp:
+        _install_filter(seccomp)
+
+
+def _install_filter(bpf: bytes) -> None:
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    program = ctypes.create_string_buffer(bpf, len(bpf))
+    fprog = SockFprog(len(bpf) // 8, ctypes.cast(program, ctypes.c_void_p))
+    _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.cast(ctypes.pointer(fprog), ctypes.c_void_p))
+
+
+def _run_kernel(job: dict, stderr_fd: int) -> None:
+    os.setsid()
+    _stdio(stderr_fd)
+    _limits(job["rlimits"])
+    _fresh_signals()
+    _reseed()
+    _set_cmdline(job["cmdline"])
+    os.chdir(job["home"])
+    os.environ.clear()
+    os.environ.update(job["env"])
+    _drop(job["uid"], bytes.fromhex(job["seccomp"]))
+    sys.argv = ["ipykernel_launcher", *job["argv"]]
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
+    from ipykernel.kernelapp import IPKernelApp
+    IPKernelApp.launch_instance(argv=job["argv"])
+
+
+def _kernel(job: dict, stderr_fd: int) -> None:
+    code = 1
+    try:
+        _run_kernel(job, stderr_fd)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException as exc:  # the gateway reads this in its start-failure message
+        os.write(2, f"forked kernel failed: {type(exc).__name__}: {exc}\n".encode())
+    finally:
+        os._exit(code)
+
+
+# -- B: the namespace's init ---------------------------------------------------------------
+
+def _keep_only_kill() -> None:
+    """B stays root (so the kernel's uid can never open its memory) with nothing but the
+    right to signal the kernel."""
+    header = struct.pack("Ii", 0x20080522, 0)
+    data = struct.pack("6I", 1 << CAP_KILL, 1 << CAP_KILL, 0, 0, 0, 0)
+    _check(_libc.capset(header, data), "capset")
+    _prctl(PR_SET_DUMPABLE, 0)
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _init(job: dict, link: socket.socket, stderr_fd: int) -> None:
+    try:
+        _set_cmdline(job["init_cmdline"])
+        if link.recv(16) != b"go":  # the gateway closed the link: it gave up on this kernel
+            os._exit(1)
+        _proc()
+        kernel = os.fork()
+    except BaseException as exc:
+        os.write(stderr_fd, f"kernel init failed: {exc}\n".encode())
+        os._exit(1)
+    if kernel == 0:
+        link.close()
+        _kernel(job, stderr_fd)
+    os.close(stderr_fd)
+    _reap(kernel, link)
+
+
+def _reap(kernel: int, link: socket.socket) -> None:
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda s, _f: _forward(kernel, s))
+    signal.signal(signal.SIGCHLD, lambda _s, _f: None)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    _keep_only_kill()
+    import select
+    poller = select.poll()
+    poller.register(link, select.POLLIN | select.POLLHUP)
+    poller.register(wake_r, select.POLLIN)
+    while True:
+        status = _collect(kernel)
+        if status is not None:
+            link.send(status.encode())
+            os._exit(0)
+        for fd, _ in poller.poll():
+            if fd == link.fileno():
+                os._exit(0)  # the gateway is gone: pid 1 exiting ends the namespace
+            os.read(wake_r, 512)
+
+
+def _forward(kernel: int, sig: int) -> None:
+    try:
+        os.kill(kernel, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _collect(kernel: int) -> str | None:
+    """Reap every child that has ended; C's end as `exit N` or `signal N`."""
+    ended = None
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return ended or "exit 0"
+        if pid == 0:
+            return ended
+        if pid == kernel:
+            ended = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
+
+
+# -- the template's loop -------------------------------------------------------------------
+
+def _spawn(job: dict, stderr_fd: int) -> tuple[int, socket.socket]:
+    """Fork A, which makes the namespaces and B; B's pid and the gateway's end of B's link."""
+    link_ours, link_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    report_r, report_w = os.pipe()
+    a = os.fork()
+    if a == 0:
+        try:
+            os.close(report_r)
+            null = os.open("/dev/null", os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            os.dup2(stderr_fd, 2)
+            link_theirs.close()
+            os.close(CONTROL_FD)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+            flags |= 0 if job["network"] else CLONE_NEWNET
+            _check(_libc.unshare(flags), "unshare")
+            socket.sethostname("kernel")
+            if not job["network"]:
+                _loopback_up()
+            _build_view(job)
+            b = os.fork()
+            if b == 0:
+                os.close(report_w)
+                _init(job, link_ours, stderr_fd)
+            os.write(report_w, str(b).encode())
+            os._exit(0)
+        except BaseException as exc:
+            os.write(report_w, f"error {type(exc).__name__}: {exc}".encode())
+            os._exit(1)
+    os.close(report_w)
+    link_ours.close()
+    with os.fdopen(report_r, "rb") as report:
+        said = report.read().decode()
+    if not said.isdigit():
+        link_theirs.close()
+        raise RuntimeError(said or "the namespace maker died")
+    return int(said), link_theirs
+
+
+def _serve(control: socket.socket, seccomp: str) -> None:
+    while True:
+        try:
+            data, fds = _receive(control)
+        except ConnectionError:
+            return
+        if not data:
+            return  # the gateway closed its end
+        try:
+            job = json.loads(data)
+            job["seccomp"] = seccomp
+            if (threads := _threads()) != 1:
+                raise RuntimeError(f"the template has {threads} threads; it forks only with one")
+            if len(fds) != 1:
+                raise RuntimeError("a fork request carries exactly the kernel's stderr")
+            pid, link = _spawn(job, fds[0])
+            pidfd = os.pidfd_open(pid)
+        except Exception as exc:
+            for fd in fds:
+                os.close(fd)
+            control.send(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
+            continue
+        os.close(fds[0])
+        control.sendmsg([json.dumps({"pid": pid}).encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd, link.fileno()]))])
+        os.close(pidfd)
+        link.close()
+
+
+def _receive(control: socket.socket) -> tuple[bytes, list[int]]:
+    fds = array.array("i")
+    data, ancdata, _flags, _addr = control.recvmsg(_MAX_MSG, socket.CMSG_LEN(4 * fds.itemsize))
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds)
+
+
+def main() -> None:
+    control = socket.socket(fileno=CONTROL_FD)
+    config = json.loads(control.recv(_MAX_MSG))
+    started = time.monotonic()
+    failed = preload(config["preload"])
+    gc.collect()
+    gc.freeze()  # what the children never free stays out of the collector's walks: shared
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # A's exit is reaped by the kernel itself
+    hello = {"ready": True, "threads": _threads(), "failed": failed, "seconds": round(time.monotonic() - started, 3)}
+    control.send(json.dumps(hello).encode())
+    if hello["threads"] == 1:
+        _serve(control, config["seccomp"])
+
+
+if __name__ == "__main__":
+    main()
