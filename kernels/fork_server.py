@@ -231,7 +231,7 @@ class ForkServer:
             "/bin/sh", "-c", ENTER, "sh", str(os.getpid()), "", "", "", *procs, "--",
             probe.bwrap, "--unshare-ipc", "--unshare-uts", *([] if self.sandbox.config.kernel_network else ["--unshare-net"]),
             "--die-with-parent", "--cap-add", "ALL", *view,
-            "--perms", "0700", "--dir", _STAGE,
+            "--perms", "0755", "--dir", "/run", "--perms", "0700", "--dir", _STAGE,
             "--bind", str(self.runtime_root), str(self.runtime_root),
             "--setenv", "HOME", HOME, "--chdir", "/",
             "--", environment.resolve_program(program), "-", str(control_fd),

@@ -91,7 +91,13 @@ def _threads() -> int:
 
 # -- A: namespaces and mounts --------------------------------------------------------------
 
+def _umount(target: str) -> None:
+    _check(_libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
+
+
 def _tmpfs(target: str, size: int, mode: str = "1777") -> None:
+    """A fresh tmpfs in place of the template's (and whatever was mounted under it)."""
+    _umount(target)
     _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
 
 
@@ -114,9 +120,10 @@ def _build_view(job: dict) -> None:
         parent = os.path.join(parent, part)
         os.makedirs(parent, mode=0o755, exist_ok=True)
     _mount(stage, runtime, None, MS_BIND | MS_REC)
-    _check(_libc.umount2(stage.encode(), MNT_DETACH), "umount stage")
+    _umount(stage)
     _tmpfs(home, job["scratch_bytes"])
-    _tmpfs("/dev/shm", job["tmp_bytes"])
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={job['tmp_bytes']},mode=1777")
+    _umount("/dev/pts")
     _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
     for folder in job["home_dirs"]:
         os.makedirs(folder, mode=0o777, exist_ok=True)
@@ -128,6 +135,7 @@ def _build_view(job: dict) -> None:
 def _proc() -> None:
     """A /proc of the new PID namespace (only a process inside it can mount that), with
     what bubblewrap also keeps read-only."""
+    _umount("/proc")  # the template's, of the host's PID namespace
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for path in ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"):
         if os.path.exists(path):
@@ -240,7 +248,19 @@ def _run_kernel(job: dict, stderr_fd: int) -> None:
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]
     from ipykernel.kernelapp import IPKernelApp
-    IPKernelApp.launch_instance(argv=job["argv"])
+    app = IPKernelApp.instance()  # what launch_instance does, with one step between
+    app.initialize(job["argv"])
+    _hook_matplotlib()
+    app.start()
+
+
+def _hook_matplotlib() -> None:
+    """The inline backend wires itself into the shell when imported (figures shown as PNG,
+    drawn after each cell); in the template it was imported before any shell existed, so it
+    is asked to now, as importing pyplot in a fresh kernel would."""
+    backend = sys.modules.get("matplotlib_inline.backend_inline")
+    if backend is not None:
+        backend._enable_matplotlib_integration()
 
 
 def _kernel(job: dict, stderr_fd: int) -> None:

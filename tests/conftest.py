@@ -64,11 +64,20 @@ class GatewayServer:
         return self.log_path.read_text()
 
     def kernel_pids(self) -> set[int]:
+        """The gateway's descendants, and its forked kernels (which the host's init
+        adopts): every process whose command line names one of its runtime directories."""
         try:
-            children = psutil.Process(self.proc.pid).children(recursive=True)
+            found = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
-            return set()
-        return {c.pid for c in children}
+            found = []
+        mine = f"/icg/{self.proc.pid}/"
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if any(mine in arg for arg in proc.info["cmdline"] or []):
+                    found += [proc, *proc.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        return {p.pid for p in found}
 
     def stop(self) -> set[int]:
         """SIGTERM, as an operator would; returns the kernel pids still alive afterwards."""

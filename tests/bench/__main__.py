@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from . import servers
 from .drivers import KGSession, OursSession, RawSession, Run, ours_one_shot
@@ -23,6 +24,7 @@ RESULTS = Path(__file__).parent / "results" / "latest.json"
 PRINT_LOOP = "for i in range(100000): print(i)"
 PLOT = "import pandas, matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()"
 PRINTED = "".join(f"{i}\n" for i in range(100000))
+WHOAMI = "import sys; print(sys.argv[sys.argv.index('-f') + 1])"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -130,6 +132,73 @@ async def print_loops(openers: dict[str, Any], rounds: int, settle: Any) -> dict
     }
 
 
+async def burst(open_session: Any, sessions: int) -> dict[str, Any]:
+    """Row 8: `sessions` new sessions at once, each to its first `1+1`: seconds until the
+    last is answered, and how many failed."""
+    start = time.perf_counter()
+
+    async def one() -> Any:
+        session = await open_session()
+        await session.run("1+1")
+        return session
+
+    opened = await asyncio.gather(*(one() for _ in range(sessions)), return_exceptions=True)
+    elapsed = time.perf_counter() - start
+    live = [s for s in opened if not isinstance(s, BaseException)]
+    await asyncio.gather(*(s.close() for s in live), return_exceptions=True)
+    return {"seconds": elapsed, "failed": len(opened) - len(live)}
+
+
+async def sustained_one_shots(http: httpx.AsyncClient, rate: float, seconds: float) -> dict[str, Any]:
+    """Row 8: one-shot `POST /execute`s arriving at `rate` a second for `seconds`, as
+    scripts and agents send them, whatever became of the ones before."""
+    times: list[float] = []
+    failed = 0
+
+    async def one() -> None:
+        nonlocal failed
+        try:
+            times.append(await timed(ours_one_shot(http, "1+1")))
+        except Exception:
+            failed += 1
+
+    tasks = []
+    start = time.monotonic()
+    for i in range(int(rate * seconds)):
+        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    return {"p50_ms": pct(times, 0.5) * 1000 if times else float("nan"),
+            "p90_ms": pct(times, 0.9) * 1000 if times else float("nan"), "failed": failed}
+
+
+async def kernel_pss(open_session: Any, pids_of: Any, sessions: int) -> dict[str, float]:
+    """Row 8: the median PSS of a kernel (its init and wrappers included) among `sessions`
+    idle ones, then after each has imported pandas and pyplot. MB."""
+    opened = [await open_session() for _ in range(sessions)]
+    try:
+        for session in opened:
+            await session.run("1+1")
+        await asyncio.sleep(1)
+        idle = [sum(servers.pss(pid) for pid in await pids_of(s)) for s in opened]
+        for session in opened:
+            await session.run("import pandas, matplotlib.pyplot")
+        await asyncio.sleep(1)
+        loaded = [sum(servers.pss(pid) for pid in await pids_of(s)) for s in opened]
+    finally:
+        await asyncio.gather(*(s.close() for s in opened), return_exceptions=True)
+    return {"idle_mb": statistics.median(idle) / 2**20, "pandas_mb": statistics.median(loaded) / 2**20}
+
+
+async def ours_pids(session: OursSession) -> list[int]:
+    connection_file = "".join((await session.run(WHOAMI)).text).strip()
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if connection_file in (p.info["cmdline"] or [])]
+
+
+async def raw_pids(session: RawSession) -> list[int]:
+    return [session.km.provisioner.pid]
+
+
 class Load:
     """One system's sessions for row 5, driven for `seconds` at a time."""
 
@@ -181,6 +250,7 @@ class Load:
         if self.server is not None:
             kernels = self.server.kernel_rss()
             result.update(
+                total_pss_mb=self.server.total_pss() / 2**20,
                 gateway_cpu_ms_per_execute=1000 * self.cpu_s / max(self.executes, 1),
                 gateway_rss_mb=self.server.rss() / 2**20,
                 kernel_rss_mb=statistics.median(kernels) / 2**20 if kernels else 0,
@@ -281,12 +351,46 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "raw": await session_to_first_plot(open_raw, args.plot_starts),
                 "kg": await session_to_first_plot(open_kg, args.plot_starts),
             }
+            step("8 forked kernels: cold start, burst, sustained one-shots, memory")
+            results["8_forked"] = await forked_rows(args, http, open_raw)
             step(f"5 {args.sessions} concurrent sessions, {args.rounds} rounds each")
             await refill()
             results["5_concurrent"] = await concurrent(open_ours, open_raw, open_kg, ours, kg, args, refill)
     finally:
         ours.stop()
         kg.stop()
+    return results
+
+
+async def forked_rows(args: argparse.Namespace, http: httpx.AsyncClient, open_raw: Any) -> dict[str, Any]:
+    """Row 8, issue 14's figures. An empty pool (its template up) for cold starts and the
+    burst; the shipped pool for sustained one-shots, beside a gateway that exec's every
+    kernel (fork_kernels off, today's launch before forking); PSS beside raw's kernels."""
+    results: dict[str, Any] = {}
+    empty = servers.ours(pool_size=0)
+    try:
+        open_empty = lambda: OursSession.open(empty.ws_url)  # noqa: E731
+        await session_to_first_result(open_empty, 1)  # the template's imports, once
+        results["cold_start_ms"] = {
+            "ours": await session_to_first_result(open_empty, args.starts),
+            "raw": await session_to_first_result(open_raw, args.starts),
+        }
+        results["burst_s"] = {"ours": await burst(open_empty, args.burst), "raw": await burst(open_raw, args.burst)}
+        results["pss_mb"] = {
+            "ours": await kernel_pss(open_empty, ours_pids, args.pss_sessions),
+            "raw": await kernel_pss(open_raw, raw_pids, args.pss_sessions),
+        }
+    finally:
+        empty.stop()
+    await wait_pool_ready(http, 2)
+    results["sustained_one_shot"] = {"ours": await sustained_one_shots(http, args.rate, args.sustain)}
+    execd = servers.ours(pool_size=2, fork_kernels="false")
+    try:
+        async with httpx.AsyncClient(base_url=execd.url, timeout=120) as execd_http:
+            await wait_pool_ready(execd_http, 2, timeout=120)
+            results["sustained_one_shot"]["execd"] = await sustained_one_shots(execd_http, args.rate, args.sustain)
+    finally:
+        execd.stop()
     return results
 
 
@@ -323,6 +427,20 @@ def table(r: dict[str, Any]) -> str:
     rows.append(("6 kernel RSS, median (MB)", c["ours"]["kernel_rss_mb"], None, c["kg"]["kernel_rss_mb"]))
     f = r["7_session_to_first_plot_s"]
     rows.append(("7 new session -> first pandas+pyplot PNG (s)", f["ours"], f["raw"], f["kg"]))
+    if "8_forked" in r:
+        k = r["8_forked"]
+        rows.append(("8 cold start, empty pool -> first 1+1 (ms)", k["cold_start_ms"]["ours"], k["cold_start_ms"]["raw"], None))
+        b = k["burst_s"]
+        rows.append(("8 burst of new sessions, all answered (s)", b["ours"]["seconds"], b["raw"]["seconds"], None))
+        rows.append(("8 ... failed", b["ours"]["failed"], b["raw"]["failed"], None))
+        one = k["sustained_one_shot"]
+        rows.append(("8 one-shots at a steady rate p50 (ms) [raw: row 1]", one["ours"]["p50_ms"], w["raw"]["p50_ms"], None))
+        rows.append(("8 ... with every kernel exec'd (fork_kernels off)", one["execd"]["p50_ms"], w["raw"]["p50_ms"], None))
+        rows.append(("8 ... failed (forked, exec'd)", one["ours"]["failed"], one["execd"]["failed"], None))
+        m = k["pss_mb"]
+        rows.append(("8 PSS of an idle kernel (MB)", m["ours"]["idle_mb"], m["raw"]["idle_mb"], None))
+        rows.append(("8 PSS after import pandas, pyplot (MB)", m["ours"]["pandas_mb"], m["raw"]["pandas_mb"], None))
+        rows.append(("8 PSS of gateway + all kernels, row 5's sessions (MB)", c["ours"]["total_pss_mb"], None, c["kg"]["total_pss_mb"]))
     head = f"| {'measure':48} | {'ours':>9} | {'raw jc':>9} | {'kernel gw':>9} | {'ours/raw':>8} | {'ours/kg':>8} |"
     lines = [head, "|" + "|".join("-" * (len(c) ) for c in head.split("|")[1:-1]) + "|"]
     for name, ours, raw, kg in rows:
@@ -354,6 +472,10 @@ def cli() -> None:
     parser.add_argument("--seconds", type=float, default=10, help="duration of each round of row 5")
     parser.add_argument("--plot-starts", type=int, default=5, help="new sessions in row 7, per system")
     parser.add_argument("--print-rounds", type=int, default=3, help="rounds of row 4 per system")
+    parser.add_argument("--burst", type=int, default=20, help="new sessions at once in row 8")
+    parser.add_argument("--rate", type=float, default=3, help="one-shots per second in row 8")
+    parser.add_argument("--sustain", type=float, default=30, help="seconds of one-shots in row 8")
+    parser.add_argument("--pss-sessions", type=int, default=5, help="kernels whose memory row 8 measures, per system")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of row 5 for ours and Kernel Gateway")
     args = parser.parse_args()
     started = time.monotonic()
@@ -372,6 +494,20 @@ def cli() -> None:
     c = results["5_concurrent"]
     rounds = ", ".join(f"{o / k:.2f}x" for o, k in zip(c["ours"]["rounds_executes_per_s"], c["kg"]["rounds_executes_per_s"]))
     print(f"row 5, ours/kernel gw executes/s round by round: {rounds}")
+    if "8_forked" in results:
+        k = results["8_forked"]
+        raw_warm = results["1_warm_round_trip"]["raw"]["p50_ms"]
+        ours_warm = results["1_warm_round_trip"]["ours"]["p50_ms"]
+        print(f"row 8, cold start ours/raw: {k['cold_start_ms']['ours'] / k['cold_start_ms']['raw']:.3f}x (target 0.15x)")
+        print(f"row 8, burst ours/raw: {k['burst_s']['ours']['seconds'] / k['burst_s']['raw']['seconds']:.3f}x (target 0.25x)")
+        one = k["sustained_one_shot"]
+        print(f"row 8, steady one-shots p50 / our warm 1+1 p50: {one['ours']['p50_ms'] / ours_warm:.2f}x, "
+              f"/ raw's: {one['ours']['p50_ms'] / raw_warm:.2f}x (target 2x); exec'd: {one['execd']['p50_ms'] / ours_warm:.1f}x")
+        plot = results["7_session_to_first_plot_s"]
+        print(f"row 7, first pandas+pyplot PNG ours/raw: {plot['ours'] / plot['raw']:.3f}x (target 0.1x)")
+        m = k["pss_mb"]
+        print(f"row 8, PSS ours/raw idle: {m['ours']['idle_mb'] / m['raw']['idle_mb']:.2f}x (target 0.6x), "
+              f"after pandas+pyplot: {m['ours']['pandas_mb'] / m['raw']['pandas_mb']:.2f}x (target 0.3x)")
     print(f"\n(whole run {results['bench_seconds']:.0f} s; JSON in {RESULTS})")
 
 

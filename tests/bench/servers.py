@@ -55,16 +55,37 @@ class Server:
     def rss(self) -> int:
         return psutil.Process(self.proc.pid).memory_info().rss
 
-    def kernel_rss(self) -> list[int]:
-        """RSS of each kernel process (not of the small wrappers around a confined one)."""
-        out = []
-        for child in psutil.Process(self.proc.pid).children(recursive=True):
+    def processes(self) -> list[psutil.Process]:
+        """The server's descendants, and its forked kernels, which the host's init adopts
+        (their command lines name the server's runtime directories)."""
+        found = psutil.Process(self.proc.pid).children(recursive=True)
+        mine = f"/icg/{self.proc.pid}/"
+        for proc in psutil.process_iter(["cmdline"]):
             try:
-                if "ipykernel_launcher" in child.cmdline()[:3]:
-                    out.append(child.memory_info().rss)
+                if proc not in found and any(mine in arg for arg in proc.info["cmdline"] or []):
+                    found.append(proc)
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
+    def kernels(self) -> list[psutil.Process]:
+        """Each kernel process (not the small wrappers or init around a confined one)."""
+        out = []
+        for proc in self.processes():
+            try:
+                if "ipykernel_launcher" in proc.cmdline()[:3]:
+                    out.append(proc)
             except psutil.NoSuchProcess:
                 pass
         return out
+
+    def kernel_rss(self) -> list[int]:
+        return [p.memory_info().rss for p in self.kernels() if p.is_running()]
+
+    def total_pss(self) -> int:
+        """PSS of the server and every process it runs: what it costs the host in memory,
+        shared pages split among those sharing them."""
+        return pss(self.proc.pid) + sum(pss(p.pid) for p in self.processes())
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -75,6 +96,17 @@ class Server:
                 for child in psutil.Process(self.proc.pid).children(recursive=True):
                     child.kill()
                 self.proc.kill()
+
+
+def pss(pid: int) -> int:
+    """Proportional set size, from /proc/PID/smaps_rollup; 0 for a process gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 @functools.cache
@@ -92,12 +124,13 @@ def kernelspecs() -> Path:
     return root
 
 
-def ours(pool_size: int = 2) -> Server:
+def ours(pool_size: int = 2, **settings: str) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(
         GATEWAY_PORT=str(port), GATEWAY_POOL_SIZE=str(pool_size), GATEWAY_LOG_LEVEL="warning",
         GATEWAY_KERNEL_ENV=os.environ["GATEWAY_KERNEL_ENV"],
+        **{f"GATEWAY_{key.upper()}": value for key, value in settings.items()},
     )
     # The gateway as it ships: its own environment (start.sh bench says where), not ours.
     python = os.environ.get("GATEWAY_PYTHON", sys.executable)

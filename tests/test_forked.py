@@ -1,0 +1,172 @@
+"""Kernels forked from a template that has the imports done (kernels/fork_server.py): each
+child starts as a fresh interpreter would, is confined as an exec'd kernel is, and the
+template is reachable by the gateway alone and replaced when it dies or its environment
+changes. The confinement tests and the fault catalogue (test_faults.py) run against forked
+kernels too: the shipped Python kernel is forked by default."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from .conftest import WHOAMI, Client, GatewayServer, connect, processes_of, result_of
+
+
+def output(frames: list[dict]) -> list[str]:
+    result = result_of(frames)
+    assert result["status"] == "ok", result
+    return result["output"]
+
+
+def template_of(server: GatewayServer) -> tuple[str, int]:
+    """The template's interpreter and the pid of its process (bwrap's child), once up."""
+    deadline = time.monotonic() + 60
+    while not (forked := server.health()["sandbox"]["forked_kernels"])["templates"]:
+        assert forked["possible"], forked
+        assert time.monotonic() < deadline, f"no template started: {forked}"
+        time.sleep(0.1)
+    [(program, template)] = forked["templates"].items()
+    [child] = psutil.Process(template["pid"]).children()
+    return program, child.pid
+
+
+async def host_processes(client: Client) -> tuple[psutil.Process, psutil.Process]:
+    """The kernel's init and the kernel itself, as the host sees them."""
+    connection_file = output(await client.run(WHOAMI))[0]
+    found = processes_of(connection_file)
+    init = next(p for p in found if p.cmdline()[0] == "icotes-kernel-init")
+    kernel = next(p for p in found if "ipykernel_launcher" in p.cmdline())
+    return init, kernel
+
+
+def status_field(text: str, name: str) -> int:
+    line = next(line for line in text.splitlines() if line.startswith(name + ":"))
+    return int(line.split()[1], 16)
+
+
+async def test_the_python_kernel_is_forked_with_pandas_and_matplotlib_already_imported(server: GatewayServer) -> None:
+    _, template = template_of(server)
+    assert psutil.Process(template).num_threads() == 1  # it forks only with one
+    languages = {lang["language"]: lang["provisioner"] for lang in httpx.get(f"{server.url}/languages").json()}
+    assert languages["python"] == "icotes-forked-provisioner"
+    assert languages["bash"] == "icotes-confined-provisioner"  # other specs keep the exec'd launch
+    async with connect(server) as client:
+        code = (
+            "import sys, os\n"
+            "print('pandas' in sys.modules, 'matplotlib.pyplot' in sys.modules)\n"
+            "print(os.getppid(), open('/proc/1/cmdline').read().split(chr(0))[0])"
+        )
+        assert output(await client.run(code)) == ["True True", "1 icotes-kernel-init"]
+        init, kernel = await host_processes(client)
+        assert kernel.ppid() == init.pid
+        assert init.ppid() not in server.kernel_pids() | {server.proc.pid}  # adopted by the host's init
+        frames = await client.run("import pandas, matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.show()")
+        assert any(o.get("data", {}).get("image/png") for o in result_of(frames)["outputs"]), result_of(frames)
+
+
+async def test_a_forked_kernel_has_a_fresh_interpreters_signals_and_no_inherited_fd(server: GatewayServer) -> None:
+    program, template = template_of(server)
+    fresh = subprocess.run([program, "-c", "print(open('/proc/self/status').read())"], capture_output=True, text=True, timeout=30).stdout
+    async with connect(server) as client:
+        status = output(await client.run("print(open('/proc/self/status').read())"))
+        status_text = "\n".join(status)
+        assert status_field(status_text, "SigBlk") == 0
+        assert status_field(status_text, "SigIgn") == status_field(fresh, "SigIgn")  # SIGPIPE, SIGXFSZ; not SIGCHLD
+        # A child's exit status reaches it: the template's ignored SIGCHLD would lose it.
+        assert output(await client.run("import subprocess\nprint(subprocess.Popen(['sh', '-c', 'exit 7']).wait())")) == ["7"]
+        init, kernel = await host_processes(client)
+
+        def open_files(pid: int) -> dict[int, str]:
+            return {int(fd.name): os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+
+        # Of what the template or the init holds (the gateway's socket, the init's link, the
+        # report pipe), the kernel has only /dev/null and its stderr, the pipe the gateway
+        # drains (ipykernel moves its stdio to fds of its own).
+        stderr = open_files(init.pid)[2]
+        held = set(open_files(template).values()) | set(open_files(init.pid).values())
+        assert set(open_files(kernel.pid).values()) & held == {"/dev/null", stderr}
+
+
+async def test_forked_kernels_do_not_share_random_seeds(server: GatewayServer) -> None:
+    code = "import random, numpy\nprint(random.random(), numpy.random.random())"
+    async with connect(server) as one, connect(server) as two:
+        first, second = output(await one.run(code))[0].split(), output(await two.run(code))[0].split()
+    assert first[0] != second[0] and first[1] != second[1]
+
+
+async def test_a_forked_kernel_sees_only_its_own_processes_files_and_shared_memory(server: GatewayServer) -> None:
+    async with connect(server) as one, connect(server) as two:
+        theirs = output(await one.run(WHOAMI))[0]
+        await one.run("open('/dev/shm/mine', 'w').write('x'); open('/tmp/mine', 'w').write('x')")
+        code = (
+            "import os, socket\n"
+            "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()), os.getpid())\n"
+            f"print(os.path.exists({theirs!r}), os.listdir({str(Path(theirs).parent.parent)!r}))\n"
+            "print(os.listdir('/dev/shm'), os.path.exists('/tmp/mine'), socket.gethostname())"
+        )
+        mine = output(await two.run(WHOAMI))[0]
+        processes, files, shared = output(await two.run(code))
+    pids, own = processes.rsplit(" ", 1)
+    assert pids == f"[1, {own}]"  # its init and itself: not the template, not other kernels
+    assert files == f"False ['{Path(mine).parent.name}']"
+    assert shared == "[] False kernel"
+
+
+def test_the_template_listens_on_nothing(server: GatewayServer) -> None:
+    """Only the gateway can ask for a fork: the template's one socket is half of a pair the
+    gateway made, with no name anyone could connect to."""
+    _, template = template_of(server)
+    sockets = psutil.Process(template).net_connections(kind="all")
+    assert sockets and all(s.family == socket.AF_UNIX and not s.laddr and not s.raddr for s in sockets), sockets
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[GatewayServer]:
+    """A gateway that starts kernels only when asked: each session's start is seen."""
+    srv = GatewayServer(pool_size=0, session_grace_s=0, kernel_uid_base=75000)
+    yield srv
+    assert not srv.stop()
+
+
+async def test_a_template_that_dies_or_whose_environment_changes_is_replaced(own_server: GatewayServer) -> None:
+    async with connect(own_server) as survivor:
+        program, first = template_of(own_server)
+        os.kill(first, signal.SIGKILL)
+        assert output(await survivor.run("print(1 + 1)")) == ["2"]  # running kernels outlive it
+        async with connect(own_server) as client:
+            assert output(await client.run("print(open('/proc/1/cmdline').read().split(chr(0))[0])")) == ["icotes-kernel-init"]
+        _, second = template_of(own_server)
+        assert second != first
+        site = next(Path(program).parent.parent.glob("lib/python3*/site-packages"))
+        before = site.stat()
+        os.utime(site, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))  # a package came or went
+        try:
+            async with connect(own_server) as client:
+                assert output(await client.run("print(1 + 1)")) == ["2"]
+        finally:
+            os.utime(site, ns=(before.st_atime_ns, before.st_mtime_ns))
+        _, third = template_of(own_server)
+        assert third != second
+        assert output(await survivor.run("print(1 + 2)")) == ["3"]
+
+
+async def test_with_forking_off_kernels_are_execd_and_health_says_so() -> None:
+    srv = GatewayServer(pool_size=0, session_grace_s=0, fork_kernels=False, kernel_uid_base=76000)
+    try:
+        forked = srv.health()["sandbox"]["forked_kernels"]
+        assert forked["possible"] is False and forked["why_not"] == "fork_kernels is off"
+        async with connect(srv) as client:
+            init = output(await client.run("print(open('/proc/1/cmdline').read().split(chr(0))[0])"))[0]
+        assert init.endswith("bwrap")
+        assert srv.health()["sandbox"]["forked_kernels"]["templates"] == {}
+    finally:
+        assert not srv.stop()
