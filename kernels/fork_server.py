@@ -138,6 +138,7 @@ class ForkServer:
         self._templates: dict[str, Template] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._started = 0
+        self._requests = 0
         self.problems: dict[str, str] = {}  # program -> why its kernels are not forked
 
     @property
@@ -165,16 +166,34 @@ class ForkServer:
         """A new kernel from `program`'s template, stopped at its init until `go()`."""
         async with self._locks.setdefault(program, asyncio.Lock()):
             template = await self._template(program)
-            template.control.sendmsg([json.dumps(job).encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [stderr_fd]))])
-            reply, fds = await _receive(template.control, _REPLY_TIMEOUT_S)
-        answer = json.loads(reply or b"{}")
+            self._requests += 1
+            request = self._requests
+            try:
+                template.control.sendmsg([json.dumps({**job, "request": request}).encode()],
+                                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [stderr_fd]))])
+                answer, fds = await self._answer(template, request)
+            except (OSError, TimeoutError) as exc:
+                self._forget(program)
+                raise KernelStartFailed(f"the kernel template did not answer: {exc or 'timed out'}") from None
         if "pid" not in answer or len(fds) != 2:
-            for fd in fds:
-                os.close(fd)
-            if not reply:
+            _close(fds)
+            if not answer:
                 self._forget(program)
             raise KernelStartFailed(f"the kernel template could not fork: {answer.get('error', 'it exited')}")
         return ForkedProcess(answer["pid"], fds[0], socket.socket(fileno=fds[1]))
+
+    @staticmethod
+    async def _answer(template: Template, request: int) -> tuple[dict[str, Any], list[int]]:
+        """The template's answer to `request`; a late answer to one given up on (its caller
+        was cancelled) is read past, and the kernel it made is killed."""
+        while True:
+            reply, fds = await _receive(template.control, _REPLY_TIMEOUT_S)
+            answer = json.loads(reply or b"{}")
+            if not reply or answer.get("request") == request:
+                return answer, fds
+            if "pid" in answer and fds:
+                signal.pidfd_send_signal(fds[0], signal.SIGKILL)
+            _close(fds)
 
     async def _template(self, program: str) -> Template:
         template = self._templates.get(program)
@@ -204,7 +223,10 @@ class ForkServer:
             process.stdin.write(_TEMPLATE.read_bytes())
             process.stdin.close()
             ours.send(json.dumps({"preload": PRELOAD, "seccomp": self._filter()}).encode())
-            hello, _ = await _receive(ours, _START_TIMEOUT_S)
+            try:
+                hello, _ = await _receive(ours, _START_TIMEOUT_S)
+            except TimeoutError:
+                raise KernelStartFailed(f"the kernel template was not ready within {_START_TIMEOUT_S:g} s") from None
             said = json.loads(hello or b"{}")
             if said.get("threads") != 1:
                 raise KernelStartFailed(f"the kernel template did not start: {said or 'it exited'}")
@@ -272,6 +294,11 @@ def job_for(sandbox: Sandbox, program: str, runtime_dir: Path, uid: int | None, 
         "argv": argv[3:], "cmdline": argv,
         "init_cmdline": ["icotes-kernel-init", "-f", connection_file],
     }
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _release(cgroup: Cgroup | None) -> None:

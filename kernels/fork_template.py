@@ -401,6 +401,7 @@ def _serve(control: socket.socket, seccomp: str) -> None:
             return
         if not data:
             return  # the gateway closed its end
+        job: dict = {}
         try:
             job = json.loads(data)
             job["seccomp"] = seccomp
@@ -413,10 +414,10 @@ def _serve(control: socket.socket, seccomp: str) -> None:
         except Exception as exc:
             for fd in fds:
                 os.close(fd)
-            control.send(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
+            control.send(json.dumps({"request": job.get("request"), "error": f"{type(exc).__name__}: {exc}"}).encode())
             continue
         os.close(fds[0])
-        control.sendmsg([json.dumps({"pid": pid}).encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd, link.fileno()]))])
+        control.sendmsg([json.dumps({"request": job["request"], "pid": pid}).encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd, link.fileno()]))])
         os.close(pidfd)
         link.close()
 

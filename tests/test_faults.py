@@ -25,11 +25,14 @@ from .conftest import ROOT, WHOAMI, Client, GatewayServer, connect, processes_of
 SECRET = "s3cr3t-of-the-gateway"
 
 
-@pytest.fixture(scope="module")
-def fault_server() -> Iterator[GatewayServer]:
+@pytest.fixture(scope="module", params=["forked", "execd"])
+def fault_server(request: pytest.FixtureRequest) -> Iterator[GatewayServer]:
+    """The whole catalogue runs twice: on kernels forked from the template (the shipped
+    Python kernel's launch) and on kernels exec'd through the confinement chain."""
     os.environ["ICOTES_TEST_SECRET"] = SECRET  # in the gateway's environment, never a kernel's
     try:
         srv = GatewayServer(
+            fork_kernels=request.param == "forked",
             pool_size=2,
             session_grace_s=0,
             kernel_uid_base=71000,  # the shared test server runs beside it: its own uids
@@ -46,6 +49,7 @@ def fault_server() -> Iterator[GatewayServer]:
         )
     finally:
         del os.environ["ICOTES_TEST_SECRET"]
+    srv.launch = request.param
     yield srv
     left = srv.stop()
     assert not left, f"kernel processes left: {left}"
@@ -82,6 +86,12 @@ async def run_fault(server: GatewayServer, code: str, timeout: float = 30) -> di
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         assert (await http.get("/health")).json()["status"] == "healthy"
     return result
+
+
+async def test_the_catalogue_runs_on_kernels_launched_as_its_parameter_says(fault_server: GatewayServer) -> None:
+    async with connect(fault_server) as client:
+        init = result_of(await client.run("print(open('/proc/1/cmdline').read().split(chr(0))[0])"))["output"]
+    assert init == (["icotes-kernel-init"] if fault_server.launch == "forked" else ["/usr/bin/bwrap"])
 
 
 async def test_memory_bomb_bytearray(fault_server: GatewayServer, bystander: Client, sandbox: dict) -> None:
