@@ -45,6 +45,7 @@ class Executions:
         here, before any frame) if it breaks a limit. No `language`: the session's own."""
         limits = self.limits.for_request(code, timeout)
         spec_name = self.languages.spec_for(language) if language else None
+        self.languages.check_code(spec_name or session.spec_name, code)
         run = session.submit(code, limits, allow_stdin=allow_stdin, spec_name=spec_name)
         return self._frames(run, ids, time.monotonic(), f"session {session.id}", brief)
 
@@ -54,6 +55,7 @@ class Executions:
         """Run `code` on a fresh kernel of the owner's share, thrown away afterwards."""
         limits = self.limits.for_request(code, timeout)
         spec_name = self.languages.spec_for(language)
+        self.languages.check_code(spec_name, code)
         return self._one_shot(owner, spec_name, code, limits, ids)
 
     async def _one_shot(

@@ -19,6 +19,10 @@ class CodeTooLarge(InvalidRequest):
     """Code longer than `max_code_bytes`."""
 
 
+class UnreadableCode(InvalidRequest):
+    """Code a kernel would read as keystrokes rather than text (see Languages.check_code)."""
+
+
 class UnknownKernelspec(GatewayError):
     """No kernelspec (or kernelspec resource) of that name is served."""
 

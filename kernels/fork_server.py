@@ -32,6 +32,7 @@ from typing import Any
 
 from . import environment
 from .errors import KernelStartFailed
+from .kernel_stderr import KernelStderr
 from .cgroups import Cgroup
 from .sandbox import ENTER, HOME, Sandbox, home_font_cache
 
@@ -47,7 +48,11 @@ _REPLY_TIMEOUT_S = 30.0
 PRELOAD = [
     "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.comm",
     "IPython.core.interactiveshell", "IPython.core.completer", "IPython.core.history",
-    "debugpy", "sqlite3", "pdb", "jedi",
+    "IPython.core.debugger", "IPython.core.completerlib", "IPython.core.oinspect",
+    "IPython.core.logger", "IPython.extensions.storemagic", "ipykernel.debugger",
+    "tornado.gen", "tornado.locks", "tornado.queues", "tornado.platform.asyncio",
+    "debugpy", "sqlite3", "pdb", "jedi", "faulthandler", "http.server", "xmlrpc.client",
+    "mimetypes", "email.parser", "encodings.idna",
     "numpy", "pandas", "matplotlib", "matplotlib.pyplot", "matplotlib_inline.backend_inline",
 ]
 
@@ -56,6 +61,7 @@ PRELOAD = [
 _TEMPLATE_ENV = {
     "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # debugpy's warning about frozen modules, at import
 }
 
 _RLIMITS = {
@@ -88,9 +94,17 @@ class ForkedProcess:
     def poll(self) -> int | None:
         if self.returncode is None and select.select([self.pidfd], [], [], 0)[0]:
             self.returncode = self._status()
-            os.close(self.pidfd)
-            self.link.close()
+            self.close()
         return self.returncode
+
+    def close(self) -> None:
+        """Let go of the process (it is not waited for: the host's init reaps it)."""
+        if self.returncode is None:
+            self.returncode = -signal.SIGKILL  # given up on: killed, or it will be by its link's end
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        self.link.close()
 
     def wait(self) -> int | None:
         return self.poll()
@@ -109,7 +123,7 @@ class ForkedProcess:
         return -signal.SIGKILL
 
     def send_signal(self, signum: int) -> None:
-        if self.returncode is None:
+        if self.returncode is None and self.pidfd >= 0:
             signal.pidfd_send_signal(self.pidfd, signum)  # to the init, which passes it on
 
     def kill(self) -> None:
@@ -127,6 +141,7 @@ class Template:
     fingerprint: tuple[int, ...]
     hello: dict[str, Any]
     cgroup: Cgroup | None
+    stderr: KernelStderr
 
 
 class ForkServer:
@@ -213,10 +228,12 @@ class ForkServer:
         self._started += 1
         cgroups, config = self.sandbox.cgroups, self.sandbox.config
         cgroup = cgroups.create(f"template{self._started}", config.memory_limit_bytes, config.kernels_pids_limit) if cgroups else None
+        stderr = KernelStderr()  # drained; its tail says why a template died starting
         process = subprocess.Popen(
             self._command(program, theirs.fileno(), cgroup), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            pass_fds=(theirs.fileno(),), env={**_TEMPLATE_ENV, "PATH": "/usr/bin:/bin"}, cwd="/",
+            stderr=stderr.write_fd, pass_fds=(theirs.fileno(),), env={**_TEMPLATE_ENV, "PATH": "/usr/bin:/bin"}, cwd="/",
         )
+        stderr.launched()
         theirs.close()
         ours.setblocking(False)
         try:
@@ -229,16 +246,18 @@ class ForkServer:
                 raise KernelStartFailed(f"the kernel template was not ready within {_START_TIMEOUT_S:g} s") from None
             said = json.loads(hello or b"{}")
             if said.get("threads") != 1:
-                raise KernelStartFailed(f"the kernel template did not start: {said or 'it exited'}")
+                await asyncio.sleep(0.05)  # what it said on its way out
+                raise KernelStartFailed(f"the kernel template did not start: {said or 'it exited'}; it said: {stderr.tail(500)}")
         except BaseException:
             process.kill()
             ours.close()
+            stderr.close()
             _release(cgroup)
             raise
         if said["failed"]:
             log.warning("kernel template of %s could not import: %s", program, "; ".join(said["failed"]))
         log.info("kernel template of %s ready in %.1f s (pid %d)", program, said["seconds"], process.pid)
-        return Template(program, process, ours, fingerprint, said, cgroup)
+        return Template(program, process, ours, fingerprint, said, cgroup, stderr)
 
     def _command(self, program: str, control_fd: int, cgroup: Cgroup | None) -> list[str]:
         """The template's chain: it dies with the gateway, is counted in the kernels'
@@ -270,6 +289,7 @@ class ForkServer:
             if template.process.poll() is None:
                 template.process.kill()
             template.process.wait(timeout=5)
+            template.stderr.close()
             _release(template.cgroup)
 
     def close(self) -> None:

@@ -379,14 +379,15 @@ def _spawn(job: dict, stderr_fd: int) -> tuple[int, socket.socket]:
                 os.close(report_w)
                 _init(job, link_ours, stderr_fd)
             os.write(report_w, str(b).encode())
+            os.close(report_w)  # the template reads on now, not once this process has gone
             os._exit(0)
         except BaseException as exc:
             os.write(report_w, f"error {type(exc).__name__}: {exc}".encode())
             os._exit(1)
     os.close(report_w)
     link_ours.close()
-    with os.fdopen(report_r, "rb") as report:
-        said = report.read().decode()
+    said = os.read(report_r, 512).decode()  # one write, under PIPE_BUF: it comes whole
+    os.close(report_r)
     if not said.isdigit():
         link_theirs.close()
         raise RuntimeError(said or "the namespace maker died")

@@ -12,8 +12,10 @@ Registered under jupyter_client's `jupyter_client.kernel_provisioners` entry poi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from .errors import KernelStartFailed
@@ -68,10 +70,20 @@ class ForkedProvisioner(ConfinedProvisioner):
         job = job_for(confinement.sandbox, cmd[0], confinement.runtime_dir, confinement.uid, cmd, env)
         process = await self.forks.fork(cmd[0], job, self.stderr.write_fd)
         try:
-            for procs in confinement.cgroup.procs if confinement.cgroup else []:
-                procs.write_text(str(process.pid))  # before it forks the kernel: all of it inside
+            if confinement.cgroup is not None:
+                # Before its init forks the kernel: all of it inside. In a thread: a write to
+                # a v1 memory group can wait ~10 ms for the kernel's RCU, off the event loop.
+                await asyncio.to_thread(_enter, confinement.cgroup.procs, process.pid)
             process.go()
-        except OSError as exc:
+        except BaseException as exc:
             process.kill()
-            raise KernelStartFailed(f"could not place the forked kernel in its cgroup: {exc}") from exc
+            process.close()
+            if isinstance(exc, OSError):
+                raise KernelStartFailed(f"could not place the forked kernel in its cgroup: {exc}") from exc
+            raise
         return process
+
+
+def _enter(procs: list[Path], pid: int) -> None:
+    for path in procs:
+        path.write_text(str(pid))

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from jupyter_client.kernelspec import KernelSpecManager
 
 from . import forked_provisioner, provisioner
-from .errors import UnknownLanguage
+from .errors import UnknownLanguage, UnreadableCode
 from .kernelspecs import provisioner_of
 
 log = logging.getLogger(__name__)
+
+# Languages whose kernels feed code to a terminal, keystroke by keystroke.
+_TERMINAL_LANGUAGES = {"bash"}
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class Languages:
@@ -30,6 +35,17 @@ class Languages:
     def provisioner(self, spec_name: str) -> str:
         """The provisioner that launches `spec_name`'s kernels."""
         return provisioner_of(self.manager.get_kernel_spec(spec_name))
+
+    def check_code(self, spec_name: str, code: str) -> None:
+        """Refuse what a terminal-driven kernel would take as keys: bash_kernel types code
+        into an interactive bash, where Ctrl-V quotes the newline, Ctrl-R starts a search,
+        Esc begins a key sequence..., and bash then waits for input that never comes (the
+        run would hang until its time-out)."""
+        if self.language_of(spec_name) in _TERMINAL_LANGUAGES and (bad := _CONTROL.search(code)):
+            raise UnreadableCode(
+                f"{self.language_of(spec_name)} code may not contain control characters other than tab "
+                f"and newline (found U+{ord(bad.group()):04X}): its kernel reads code as typed keys"
+            )
 
     def language_of(self, spec_name: str) -> str:
         return self.kernelspecs[spec_name]["spec"]["language"]

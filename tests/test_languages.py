@@ -93,3 +93,21 @@ async def test_unknown_language_names_the_available_ones(http: httpx.AsyncClient
         error = next(f for f in frames if f["type"] == "error")
         assert error["id"] == "x" and "bash" in error["message"]
         assert frames[-1]["id"] == "x" and frames[-1]["status"] == "error" and "cobol" in frames[-1]["errors"][0]
+
+
+async def test_bash_code_with_control_keys_is_refused_at_once_and_the_session_goes_on(http: httpx.AsyncClient) -> None:
+    """bash_kernel types code into an interactive bash: a raw Ctrl-V quoted the newline and
+    the run hung until its time-out (found by schemathesis). Python keeps every character."""
+    sid = (await http.post("/sessions", json={"language": "bash"})).json()["id"]
+    try:
+        for code in ("echo a\x16", "\x12", "echo \x1b[A"):
+            refused = await http.post(f"/sessions/{sid}/execute", json={"code": code}, timeout=10)
+            assert refused.status_code == 400 and "control characters" in refused.json()["detail"], refused.text
+        one_shot = await http.post("/execute", json={"code": "\x16", "language": "bash"}, timeout=10)
+        assert one_shot.status_code == 400
+        ok = (await http.post(f"/sessions/{sid}/execute", json={"code": "printf 'a\\tb\\n'"})).json()
+        assert ok["status"] == "ok" and ok["output"] == ["a\tb"]
+        python = (await http.post("/execute", json={"code": "print(repr('\x16'))"})).json()
+        assert python["output"] == ["'\\x16'"]
+    finally:
+        await http.delete(f"/sessions/{sid}")
