@@ -475,7 +475,7 @@ def cli() -> None:
     parser.add_argument("--burst", type=int, default=20, help="new sessions at once in row 8")
     parser.add_argument("--rate", type=float, default=3, help="one-shots per second in row 8")
     parser.add_argument("--sustain", type=float, default=30, help="seconds of one-shots in row 8")
-    parser.add_argument("--pss-sessions", type=int, default=5, help="kernels whose memory row 8 measures, per system")
+    parser.add_argument("--pss-sessions", type=int, default=10, help="kernels whose memory row 8 measures, per system")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of row 5 for ours and Kernel Gateway")
     args = parser.parse_args()
     started = time.monotonic()
