@@ -88,6 +88,15 @@ class ForkedProcess:
         self.link = link
         self.returncode: int | None = None
 
+    async def ready(self) -> None:
+        """Wait until the init has made the kernel's namespaces and mounts."""
+        try:
+            said, _ = await _receive(self.link, _REPLY_TIMEOUT_S)
+        except TimeoutError:
+            said = b"it did not say it was ready"
+        if said != b"ready":
+            raise KernelStartFailed(f"the forked kernel's namespaces could not be made: {said.decode(errors='replace') or 'its init died'}")
+
     def go(self) -> None:
         self.link.send(b"go")
 
@@ -178,7 +187,8 @@ class ForkServer:
         }
 
     async def fork(self, program: str, job: dict[str, Any], stderr_fd: int) -> ForkedProcess:
-        """A new kernel from `program`'s template, stopped at its init until `go()`."""
+        """A new kernel from `program`'s template: its init, which makes the kernel's
+        namespaces (`ready()`) and forks the kernel itself at `go()`."""
         async with self._locks.setdefault(program, asyncio.Lock()):
             template = await self._template(program)
             self._requests += 1
@@ -195,7 +205,9 @@ class ForkServer:
             if not answer:
                 self._forget(program)
             raise KernelStartFailed(f"the kernel template could not fork: {answer.get('error', 'it exited')}")
-        return ForkedProcess(answer["pid"], fds[0], socket.socket(fileno=fds[1]))
+        link = socket.socket(fileno=fds[1])
+        link.setblocking(False)
+        return ForkedProcess(answer["pid"], fds[0], link)
 
     @staticmethod
     async def _answer(template: Template, request: int) -> tuple[dict[str, Any], list[int]]:

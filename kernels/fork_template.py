@@ -8,15 +8,15 @@ of the garbage collector's reach so children share those pages, then serves the 
 the one socket it inherited (the fd its argument names, one end of a SOCK_SEQPACKET pair;
 nothing else can reach it).
 
-Each request forks three processes, each doing one thing:
+Each request forks twice (the double fork of a PID namespace and its init):
 
-    A  unshares mount, PID, IPC, UTS (and network) namespaces; mounts the kernel's own /tmp,
-       home, /dev/shm and pts; puts its runtime directory back at its host path, hides every
-       other; forks B, reports B's pid and exits (the template ignores SIGCHLD: no zombie).
-    B  pid 1 of the new PID namespace, a tiny init: waits for the gateway's "go" (sent once
-       B is in the kernel's cgroups), mounts /proc, forks C, then reaps, forwards signals and
-       writes C's exit status on its link to the gateway. When the gateway goes, the link
-       closes and B exits, which kills everything in the namespace.
+    B  forked straight into a new PID namespace, whose pid 1 it is (the template ignores
+       SIGCHLD: no zombie). It unshares mount, IPC, UTS (and network) namespaces; mounts the
+       kernel's own /tmp, home, /dev/shm, pts and /proc; puts its runtime directory back at
+       its host path, hides every other; says "ready" on its link to the gateway, which has
+       moved it into the kernel's cgroups meanwhile, and waits for "go". Then a tiny init: it
+       forks C, reaps, forwards signals and writes C's exit status on its link. When the
+       gateway goes, the link closes and B exits, which kills everything in the namespace.
     C  the kernel: a new session, its rlimits, stdio, signal dispositions and mask as a fresh
        interpreter has them, no inherited fd, a fresh random seed, the kernel's uid with no
        capabilities, no new privileges, the seccomp filter; then IPKernelApp with its argv.
@@ -38,6 +38,7 @@ import struct
 import sys
 import time
 
+_OWN_PID_NS = -1  # the template's PID namespace, where its children go back to after each fork
 CONTROL_FD = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 3
 _MAX_MSG = 1 << 20
 
@@ -289,11 +290,29 @@ def _keep_only_kill() -> None:
 
 
 def _init(job: dict, link: socket.socket, stderr_fd: int) -> None:
+    """B: make the kernel's namespaces and mounts while the gateway moves B into the
+    kernel's cgroups, say so, wait for its "go", then fork the kernel and watch it."""
     try:
+        null = os.open("/dev/null", os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.dup2(stderr_fd, 2)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the template's SIG_IGN would lose C's status
         _set_cmdline(job["init_cmdline"])
+        flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if job["network"] else CLONE_NEWNET)
+        _check(_libc.unshare(flags), "unshare")
+        socket.sethostname("kernel")
+        if not job["network"]:
+            _loopback_up()
+        _build_view(job)
+        _proc()
+    except BaseException as exc:
+        link.send(f"error {type(exc).__name__}: {exc}".encode())
+        os._exit(1)
+    link.send(b"ready")
+    try:
         if link.recv(16) != b"go":  # the gateway closed the link: it gave up on this kernel
             os._exit(1)
-        _proc()
         kernel = os.fork()
     except BaseException as exc:
         os.write(stderr_fd, f"kernel init failed: {exc}\n".encode())
@@ -353,45 +372,22 @@ def _collect(kernel: int) -> str | None:
 # -- the template's loop -------------------------------------------------------------------
 
 def _spawn(job: dict, stderr_fd: int) -> tuple[int, socket.socket]:
-    """Fork A, which makes the namespaces and B; B's pid and the gateway's end of B's link."""
+    """Fork B straight into a new PID namespace (pid 1 there); its pid and the gateway's end
+    of its link. The template's own namespaces never change: unshare(CLONE_NEWPID) moves only
+    its next child, and setns puts its children back into its own namespace afterwards."""
     link_ours, link_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    report_r, report_w = os.pipe()
-    a = os.fork()
-    if a == 0:
-        try:
-            os.close(report_r)
-            null = os.open("/dev/null", os.O_RDWR)
-            os.dup2(null, 0)
-            os.dup2(null, 1)
-            os.dup2(stderr_fd, 2)
+    _check(_libc.unshare(CLONE_NEWPID), "unshare")
+    try:
+        b = os.fork()
+        if b == 0:
             link_theirs.close()
             os.close(CONTROL_FD)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
-            flags |= 0 if job["network"] else CLONE_NEWNET
-            _check(_libc.unshare(flags), "unshare")
-            socket.sethostname("kernel")
-            if not job["network"]:
-                _loopback_up()
-            _build_view(job)
-            b = os.fork()
-            if b == 0:
-                os.close(report_w)
-                _init(job, link_ours, stderr_fd)
-            os.write(report_w, str(b).encode())
-            os.close(report_w)  # the template reads on now, not once this process has gone
-            os._exit(0)
-        except BaseException as exc:
-            os.write(report_w, f"error {type(exc).__name__}: {exc}".encode())
-            os._exit(1)
-    os.close(report_w)
+            os.close(_OWN_PID_NS)
+            _init(job, link_ours, stderr_fd)
+    finally:
+        _check(_libc.setns(_OWN_PID_NS, CLONE_NEWPID), "setns")
     link_ours.close()
-    said = os.read(report_r, 512).decode()  # one write, under PIPE_BUF: it comes whole
-    os.close(report_r)
-    if not said.isdigit():
-        link_theirs.close()
-        raise RuntimeError(said or "the namespace maker died")
-    return int(said), link_theirs
+    return b, link_theirs
 
 
 def _serve(control: socket.socket, seccomp: str) -> None:
@@ -433,6 +429,8 @@ def _receive(control: socket.socket) -> tuple[bytes, list[int]]:
 
 
 def main() -> None:
+    global _OWN_PID_NS
+    _OWN_PID_NS = os.open("/proc/self/ns/pid", os.O_RDONLY)
     control = socket.socket(fileno=CONTROL_FD)
     config = json.loads(control.recv(_MAX_MSG))
     started = time.monotonic()

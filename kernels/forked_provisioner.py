@@ -70,10 +70,11 @@ class ForkedProvisioner(ConfinedProvisioner):
         job = job_for(confinement.sandbox, cmd[0], confinement.runtime_dir, confinement.uid, cmd, env)
         process = await self.forks.fork(cmd[0], job, self.stderr.write_fd)
         try:
-            if confinement.cgroup is not None:
-                # Before its init forks the kernel: all of it inside. In a thread: a write to
-                # a v1 memory group can wait ~10 ms for the kernel's RCU, off the event loop.
-                await asyncio.to_thread(_enter, confinement.cgroup.procs, process.pid)
+            # Into its cgroups before its init forks the kernel: all of it inside. While the
+            # init makes the kernel's namespaces; in a thread, since a write to a v1 memory
+            # group can wait ~10 ms for the kernel's RCU.
+            procs = confinement.cgroup.procs if confinement.cgroup is not None else []
+            await asyncio.gather(process.ready(), asyncio.to_thread(_enter, procs, process.pid))
             process.go()
         except BaseException as exc:
             process.kill()

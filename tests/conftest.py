@@ -64,8 +64,8 @@ class GatewayServer:
         return self.log_path.read_text()
 
     def kernel_pids(self) -> set[int]:
-        """The gateway's descendants, and its forked kernels (which the host's init
-        adopts): every process whose command line names one of its runtime directories."""
+        """The gateway's descendants, and forked kernels whose template has gone (the host's
+        init adopts them): every process whose command line names its runtime directories."""
         try:
             found = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:

@@ -56,8 +56,8 @@ class Server:
         return psutil.Process(self.proc.pid).memory_info().rss
 
     def processes(self) -> list[psutil.Process]:
-        """The server's descendants, and its forked kernels, which the host's init adopts
-        (their command lines name the server's runtime directories)."""
+        """The server's descendants, and forked kernels whose template has gone, which the
+        host's init adopts (their command lines name the server's runtime directories)."""
         found = psutil.Process(self.proc.pid).children(recursive=True)
         mine = f"/icg/{self.proc.pid}/"
         for proc in psutil.process_iter(["cmdline"]):
