@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 _TEMPLATE = Path(__file__).with_name("fork_template.py")
 _STAGE = "/run/icotes-stage"  # where a child holds its runtime directory while it mounts /tmp
 _START_TIMEOUT_S = 120.0  # the imports take ~4 s of CPU here; far longer on a loaded host
-_REPLY_TIMEOUT_S = 30.0
+_REPLY_TIMEOUT_S = 5.0  # a fork takes milliseconds; well inside kernel_startup_timeout, so a hung
+# template leaves time to exec the kernel instead
 
 # What a Python kernel imports, and what IPKernelApp.initialize() loads lazily, and what
 # notebooks import first: loaded once in the template, a dictionary look-up in a kernel.

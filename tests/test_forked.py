@@ -170,3 +170,28 @@ async def test_with_forking_off_kernels_are_execd_and_health_says_so() -> None:
         assert srv.health()["sandbox"]["forked_kernels"]["templates"] == {}
     finally:
         assert not srv.stop()
+
+
+async def test_a_template_that_hangs_is_replaced_and_the_kernel_it_owed_is_execd(own_server: GatewayServer) -> None:
+    """A real fault: the template stops answering. The kernel it was asked for is exec'd
+    instead (within its start time-out), /health says why, and the next kernel is forked
+    from a new template."""
+    init_of = "print(open('/proc/1/cmdline').read().split(chr(0))[0])"
+    async with connect(own_server):
+        pass  # a kernel from the template as it is now (a test before may have changed its environment)
+    _, template = template_of(own_server)
+    os.kill(template, signal.SIGSTOP)
+    try:
+        async with connect(own_server) as client:
+            assert output(await client.run(init_of))[0].endswith("bwrap")
+    finally:
+        try:
+            os.kill(template, signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # killed as it should be
+    problems = own_server.health()["sandbox"]["forked_kernels"]["problems"]
+    assert any("did not answer" in why for why in problems.values()), problems
+    async with connect(own_server) as client:
+        assert output(await client.run(init_of)) == ["icotes-kernel-init"]
+    _, second = template_of(own_server)
+    assert second != template
