@@ -6,12 +6,12 @@ import asyncio
 import logging
 
 from kernels.execution import LimitsConfig
+from kernels.fork_server import ForkServer
 from kernels.launch import LaunchOptions
 from kernels.kernelspecs import kernelspec_manager
 from kernels.languages import Languages
 from kernels.outputs import warm_output_validation
 from kernels.pool import KernelPool, PoolConfig
-from kernels.fork_server import ForkServer
 from kernels.provisioner import LocalHost
 from kernels.quotas import QuotaLimits, Quotas
 from kernels.runtime_dirs import RuntimeDirs

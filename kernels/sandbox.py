@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,7 @@ class Sandbox:
             "problems": p.problems,
         }
 
-    def view(self, program: str, needs: list[str] = ()) -> list[str]:
+    def view(self, program: str, needs: Sequence[str] = ()) -> list[str]:
         """bwrap's mounts of what every kernel of `program` sees of the machine: /usr, a few
         files of /etc, its environment, a private /tmp and home (see fork_server.py too)."""
         config = self.config
