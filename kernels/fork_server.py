@@ -1,7 +1,7 @@
 """Kernels forked from a template process that has done a Python kernel's imports already.
 
 A fresh kernel spends ~0.5 s of CPU importing ipykernel, and a notebook's first `import
-pandas, matplotlib.pyplot` another second or more. The template (fork_template.py, run in the
+pandas, matplotlib.pyplot` another second or more. The template (template_process/, run in the
 kernel environment's interpreter) pays that once; each kernel is a fork of it, confined in
 namespaces, uid, rlimits, cgroup and seccomp filter as an exec'd kernel is (sandbox.py), and
 sharing the imported pages with every other kernel until it writes to them.
@@ -38,7 +38,10 @@ from .sandbox import ENTER, HOME, Sandbox, home_font_cache
 
 log = logging.getLogger(__name__)
 
-_TEMPLATE = Path(__file__).with_name("fork_template.py")
+# The template's program (run in the kernel environment's interpreter, not imported here),
+# and where the template sees it; every kernel unmounts it.
+_PROGRAM = Path(__file__).with_name("template_process")
+_PROGRAM_DIR = "/run/icotes-template"
 _STAGE = "/run/icotes-stage"  # where a child holds its runtime directory while it mounts /tmp
 _START_TIMEOUT_S = 120.0  # the imports take ~4 s of CPU here; far longer on a loaded host
 _REPLY_TIMEOUT_S = 5.0  # a fork takes milliseconds; well inside kernel_startup_timeout, so a hung
@@ -243,15 +246,13 @@ class ForkServer:
         cgroup = cgroups.create(f"template{self._started}", config.memory_limit_bytes, config.kernels_pids_limit) if cgroups else None
         stderr = KernelStderr()  # drained; its tail says why a template died starting
         process = subprocess.Popen(
-            self._command(program, theirs.fileno(), cgroup), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            self._command(program, theirs.fileno(), cgroup), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=stderr.write_fd, pass_fds=(theirs.fileno(),), env={**_TEMPLATE_ENV, "PATH": "/usr/bin:/bin"}, cwd="/",
         )
         stderr.launched()
         theirs.close()
         ours.setblocking(False)
         try:
-            process.stdin.write(_TEMPLATE.read_bytes())
-            process.stdin.close()
             ours.send(json.dumps({"preload": PRELOAD, "seccomp": self._filter()}).encode())
             try:
                 hello, _ = await _receive(ours, _START_TIMEOUT_S)
@@ -286,9 +287,10 @@ class ForkServer:
             probe.bwrap, "--unshare-ipc", "--unshare-uts", *([] if self.sandbox.config.kernel_network else ["--unshare-net"]),
             "--die-with-parent", "--cap-add", "ALL", *view,
             "--perms", "0755", "--dir", "/run", "--perms", "0700", "--dir", _STAGE,
+            "--ro-bind", str(_PROGRAM), _PROGRAM_DIR,
             "--bind", str(self.runtime_root), str(self.runtime_root),
             "--setenv", "HOME", HOME, "--chdir", "/",
-            "--", environment.resolve_program(program), "-", str(control_fd),
+            "--", environment.resolve_program(program), f"{_PROGRAM_DIR}/icotes_fork_template.py", str(control_fd),
         ]
 
     def _filter(self) -> str:
@@ -311,7 +313,7 @@ class ForkServer:
 
 
 def job_for(sandbox: Sandbox, program: str, runtime_dir: Path, uid: int | None, argv: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """What a template needs to make one confined kernel (see fork_template.py)."""
+    """What a template needs to make one confined kernel (see template_process/)."""
     config = sandbox.config
     rlimits = {name: [getattr(config, field)] * 2 for name, field in _RLIMITS.items()}
     rlimits["RLIMIT_CPU"] = [config.cpu_seconds, config.cpu_seconds + 60]
@@ -319,7 +321,7 @@ def job_for(sandbox: Sandbox, program: str, runtime_dir: Path, uid: int | None, 
     dirs, links = home_font_cache(program)
     connection_file = argv[argv.index("-f") + 1] if "-f" in argv else ""
     return {
-        "runtime_dir": str(runtime_dir), "stage": _STAGE, "home": HOME,
+        "runtime_dir": str(runtime_dir), "stage": _STAGE, "home": HOME, "program_dir": _PROGRAM_DIR,
         "tmp_bytes": config.tmp_bytes, "scratch_bytes": config.scratch_bytes,
         "network": config.kernel_network, "uid": uid, "rlimits": rlimits,
         "home_dirs": dirs, "home_links": links,

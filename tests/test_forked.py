@@ -112,14 +112,16 @@ async def test_a_forked_kernel_sees_only_its_own_processes_files_and_shared_memo
             "import os, socket\n"
             "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()), os.getpid())\n"
             f"print(os.path.exists({theirs!r}), os.listdir({str(Path(theirs).parent.parent)!r}))\n"
-            "print(os.listdir('/dev/shm'), os.path.exists('/tmp/mine'), socket.gethostname())"
+            "print(os.listdir('/dev/shm'), os.path.exists('/tmp/mine'), socket.gethostname())\n"
+            "import sys; print(os.listdir('/run/icotes-template'), [p for p in sys.path if 'icotes-template' in p], 'icotes_fork_child' in sys.modules)"
         )
         mine = output(await two.run(WHOAMI))[0]
-        processes, files, shared = output(await two.run(code))
+        processes, files, shared, template = output(await two.run(code))
     pids, own = processes.rsplit(" ", 1)
     assert pids == f"[1, {own}]"  # its init and itself: not the template, not other kernels
     assert files == f"False ['{Path(mine).parent.name}']"
     assert shared == "[] False kernel"
+    assert template == "[] [] False"  # the template's program is not the kernel's to read
 
 
 def test_the_template_listens_on_nothing(server: GatewayServer) -> None:

@@ -1,46 +1,28 @@
-"""The fork template: a Python kernel's imports done once, and a kernel forked from them.
+"""What a kernel forked from the template does before it is a kernel (see icotes_fork_template.py).
 
-This file is not imported by the gateway. It is the program the template process runs, in
-the kernel environment's own interpreter (read on stdin: `python -`), inside a bubblewrap
-view of the machine that every confined kernel shares, as root with its capabilities kept,
-in the host's PID namespace. It imports ipykernel and the heavy libraries, freezes them out
-of the garbage collector's reach so children share those pages, then serves the gateway on
-the one socket it inherited (the fd its argument names, one end of a SOCK_SEQPACKET pair;
-nothing else can reach it).
-
-Each request forks twice (the double fork of a PID namespace and its init):
-
-    B  forked straight into a new PID namespace, whose pid 1 it is (the template ignores
-       SIGCHLD: no zombie). It unshares mount, IPC, UTS (and network) namespaces; mounts the
-       kernel's own /tmp, home, /dev/shm, pts and /proc; puts its runtime directory back at
-       its host path, hides every other; says "ready" on its link to the gateway, which has
-       moved it into the kernel's cgroups meanwhile, and waits for "go". Then a tiny init: it
-       forks C, reaps, forwards signals and writes C's exit status on its link. When the
-       gateway goes, the link closes and B exits, which kills everything in the namespace.
+    B  forked straight into a new PID namespace, whose pid 1 it is. It unshares mount, IPC,
+       UTS (and network) namespaces; mounts the kernel's own /tmp, home, /dev/shm, pts and
+       /proc; puts its runtime directory back at its host path, hides every other and the
+       template's program; says "ready" on its link to the gateway, which has moved it into
+       the kernel's cgroups meanwhile, and waits for "go". Then a tiny init: it forks C,
+       reaps, forwards signals and writes C's exit status on its link. When the gateway
+       goes, the link closes and B exits, which kills everything in the namespace.
     C  the kernel: a new session, its rlimits, stdio, signal dispositions and mask as a fresh
        interpreter has them, no inherited fd, a fresh random seed, the kernel's uid with no
        capabilities, no new privileges, the seccomp filter; then IPKernelApp with its argv.
 
-Only the standard library and ipykernel are used here: this runs outside the gateway's venv.
+Only the standard library and ipykernel: this runs in the kernel environment's interpreter.
 """
 
 from __future__ import annotations
 
-import array
 import ctypes
-import gc
-import json
 import os
 import resource
 import signal
 import socket
 import struct
 import sys
-import time
-
-_OWN_PID_NS = -1  # the template's PID namespace, where its children go back to after each fork
-CONTROL_FD = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 3
-_MAX_MSG = 1 << 20
 
 # mount(2) and unshare(2) flags (linux/mount.h, linux/sched.h)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -54,10 +36,10 @@ SECCOMP_MODE_FILTER = 2
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 CAP_KILL = 5
 
-_libc = ctypes.CDLL(None, use_errno=True)
+libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _check(result: int, what: str) -> int:
+def check(result: int, what: str) -> int:
     if result < 0:
         code = ctypes.get_errno()
         raise OSError(code, f"{what}: {os.strerror(code)}")
@@ -66,34 +48,19 @@ def _check(result: int, what: str) -> int:
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     enc = [None if v is None else v.encode() for v in (source, target, fstype, data)]
-    _check(_libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]), f"mount {target}")
+    check(libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]), f"mount {target}")
 
 
 def _prctl(option: int, arg: int = 0, arg3: int | ctypes.c_void_p = 0) -> None:
-    _check(_libc.prctl(option, ctypes.c_ulong(arg), arg3, 0, 0), f"prctl {option}")
+    check(libc.prctl(option, ctypes.c_ulong(arg), arg3, 0, 0), f"prctl {option}")
 
 
-# -- the template's preparation ------------------------------------------------------------
-
-def preload(modules: list[str]) -> list[str]:
-    """Import what every kernel would; return what failed, for the gateway to report."""
-    failed = []
-    for name in modules:
-        try:
-            __import__(name)
-        except Exception as exc:  # a library missing from this environment: not fatal
-            failed.append(f"{name}: {exc}")
-    return failed
+# -- B: the kernel's namespaces and mounts ---------------------------------------------------
 
 
-def _threads() -> int:
-    return len(os.listdir("/proc/self/task"))
-
-
-# -- A: namespaces and mounts --------------------------------------------------------------
 
 def _umount(target: str) -> None:
-    _check(_libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
+    check(libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
 
 
 def _tmpfs(target: str, size: int, mode: str = "1777") -> None:
@@ -122,6 +89,7 @@ def _build_view(job: dict) -> None:
         os.makedirs(parent, mode=0o755, exist_ok=True)
     _mount(stage, runtime, None, MS_BIND | MS_REC)
     _umount(stage)
+    _umount(job["program_dir"])  # the template's own program: nothing of the gateway's files
     _tmpfs(home, job["scratch_bytes"])
     _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={job['tmp_bytes']},mode=1777")
     _umount("/dev/pts")
@@ -186,14 +154,14 @@ def _set_cmdline(argv: list[str]) -> None:
     def field(number: int) -> int:  # numbered as in proc(5); `rest` starts at field 3
         return int(rest[number - 3])
 
-    _libc.sbrk.restype = ctypes.c_void_p
+    libc.sbrk.restype = ctypes.c_void_p
     start = ctypes.addressof(buffer)
     mm_map = struct.pack(
-        "11QQII", field(26), field(27), field(45), field(46), field(47), _libc.sbrk(0), field(28),
+        "11QQII", field(26), field(27), field(45), field(46), field(47), libc.sbrk(0), field(28),
         start, start + len(text), field(50), field(51), 0, 0, 0xFFFFFFFF,  # no auxv, same exe
     )
     argument = ctypes.create_string_buffer(mm_map, len(mm_map))
-    _check(_libc.prctl(PR_SET_MM, PR_SET_MM_MAP, ctypes.cast(argument, ctypes.c_void_p), ctypes.c_ulong(len(mm_map)), 0), "prctl PR_SET_MM_MAP")
+    check(libc.prctl(PR_SET_MM, PR_SET_MM_MAP, ctypes.cast(argument, ctypes.c_void_p), ctypes.c_ulong(len(mm_map)), 0), "prctl PR_SET_MM_MAP")
 
 
 def _reseed() -> None:
@@ -246,8 +214,10 @@ def _run_kernel(job: dict, stderr_fd: int) -> None:
     os.environ.update(job["env"])
     _drop(job["uid"], bytes.fromhex(job["seccomp"]))
     sys.argv = ["ipykernel_launcher", *job["argv"]]
-    if sys.path and sys.path[0] in ("", os.getcwd()):
-        del sys.path[0]
+    # As `python -m ipykernel_launcher` leaves them: not the template's folder or its module
+    # (`__main__`, the template's script, IPython replaces with the user's namespace).
+    sys.path[:] = [p for p in sys.path if p != job["program_dir"]]
+    sys.modules.pop("icotes_fork_child", None)
     from ipykernel.kernelapp import IPKernelApp
     app = IPKernelApp.instance()  # what launch_instance does, with one step between
     app.initialize(job["argv"])
@@ -284,12 +254,12 @@ def _keep_only_kill() -> None:
     right to signal the kernel."""
     header = struct.pack("Ii", 0x20080522, 0)
     data = struct.pack("6I", 1 << CAP_KILL, 1 << CAP_KILL, 0, 0, 0, 0)
-    _check(_libc.capset(header, data), "capset")
+    check(libc.capset(header, data), "capset")
     _prctl(PR_SET_DUMPABLE, 0)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-def _init(job: dict, link: socket.socket, stderr_fd: int) -> None:
+def init(job: dict, link: socket.socket, stderr_fd: int) -> None:
     """B: make the kernel's namespaces and mounts while the gateway moves B into the
     kernel's cgroups, say so, wait for its "go", then fork the kernel and watch it."""
     try:
@@ -300,7 +270,7 @@ def _init(job: dict, link: socket.socket, stderr_fd: int) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the template's SIG_IGN would lose C's status
         _set_cmdline(job["init_cmdline"])
         flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if job["network"] else CLONE_NEWNET)
-        _check(_libc.unshare(flags), "unshare")
+        check(libc.unshare(flags), "unshare")
         socket.sethostname("kernel")
         if not job["network"]:
             _loopback_up()
@@ -367,82 +337,3 @@ def _collect(kernel: int) -> str | None:
             return ended
         if pid == kernel:
             ended = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
-
-
-# -- the template's loop -------------------------------------------------------------------
-
-def _spawn(job: dict, stderr_fd: int) -> tuple[int, socket.socket]:
-    """Fork B straight into a new PID namespace (pid 1 there); its pid and the gateway's end
-    of its link. The template's own namespaces never change: unshare(CLONE_NEWPID) moves only
-    its next child, and setns puts its children back into its own namespace afterwards."""
-    link_ours, link_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    _check(_libc.unshare(CLONE_NEWPID), "unshare")
-    try:
-        b = os.fork()
-        if b == 0:
-            link_theirs.close()
-            os.close(CONTROL_FD)
-            os.close(_OWN_PID_NS)
-            _init(job, link_ours, stderr_fd)
-    finally:
-        _check(_libc.setns(_OWN_PID_NS, CLONE_NEWPID), "setns")
-    link_ours.close()
-    return b, link_theirs
-
-
-def _serve(control: socket.socket, seccomp: str) -> None:
-    while True:
-        try:
-            data, fds = _receive(control)
-        except ConnectionError:
-            return
-        if not data:
-            return  # the gateway closed its end
-        job: dict = {}
-        try:
-            job = json.loads(data)
-            job["seccomp"] = seccomp
-            if (threads := _threads()) != 1:
-                raise RuntimeError(f"the template has {threads} threads; it forks only with one")
-            if len(fds) != 1:
-                raise RuntimeError("a fork request carries exactly the kernel's stderr")
-            pid, link = _spawn(job, fds[0])
-            pidfd = os.pidfd_open(pid)
-        except Exception as exc:
-            for fd in fds:
-                os.close(fd)
-            control.send(json.dumps({"request": job.get("request"), "error": f"{type(exc).__name__}: {exc}"}).encode())
-            continue
-        os.close(fds[0])
-        control.sendmsg([json.dumps({"request": job["request"], "pid": pid}).encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd, link.fileno()]))])
-        os.close(pidfd)
-        link.close()
-
-
-def _receive(control: socket.socket) -> tuple[bytes, list[int]]:
-    fds = array.array("i")
-    data, ancdata, _flags, _addr = control.recvmsg(_MAX_MSG, socket.CMSG_LEN(4 * fds.itemsize))
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-    return data, list(fds)
-
-
-def main() -> None:
-    global _OWN_PID_NS
-    _OWN_PID_NS = os.open("/proc/self/ns/pid", os.O_RDONLY)
-    control = socket.socket(fileno=CONTROL_FD)
-    config = json.loads(control.recv(_MAX_MSG))
-    started = time.monotonic()
-    failed = preload(config["preload"])
-    gc.collect()
-    gc.freeze()  # what the children never free stays out of the collector's walks: shared
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # A's exit is reaped by the kernel itself
-    hello = {"ready": True, "threads": _threads(), "failed": failed, "seconds": round(time.monotonic() - started, 3)}
-    control.send(json.dumps(hello).encode())
-    if hello["threads"] == 1:
-        _serve(control, config["seccomp"])
-
-
-if __name__ == "__main__":
-    main()
