@@ -27,19 +27,28 @@ ensure_uv() {
   UV=("$PYTHON" -m uv)
 }
 
+# ensure_debian_packages [test|bench]: what the gateway needs; for tests and the bench, also the services
+# they start for themselves (sshd, as the remote host kernels are placed on).
 ensure_debian_packages() {
   local missing=()
   command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
   # the kernels' system-call filter is built with it
   /sbin/ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)
+  if [ "${1:-}" = test ] || [ "${1:-}" = bench ]; then
+    [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  fi
   [ ${#missing[@]} -eq 0 ] && return
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing ${missing[*]} with apt-get"
+    # Installed, not started: a test starts each service itself, on loopback, and stops it.
+    local no_start=/usr/sbin/policy-rc.d placed=
+    if [ ! -e "$no_start" ]; then printf '#!/bin/sh\nexit 101\n' >"$no_start" && chmod +x "$no_start" && placed=1; fi
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >/dev/null; then
-      log "warning: could not install ${missing[*]}; kernels will run with weaker confinement"
+      log "warning: could not install ${missing[*]}; kernels will run with weaker confinement, and tests that need them fail"
     fi
+    [ -z "$placed" ] || rm -f "$no_start"
   else
-    log "warning: ${missing[*]} missing and not root; kernels will run with weaker confinement"
+    log "warning: ${missing[*]} missing and not root; kernels will run with weaker confinement, and tests that need them fail"
   fi
 }
 
@@ -78,7 +87,7 @@ ensure_kernel_env() {
   echo "$want" >"$KERNEL_ENV/.installed"
 }
 
-ensure_debian_packages
+ensure_debian_packages "${1:-}"
 case "${1:-}" in
   test)
     shift

@@ -14,6 +14,7 @@ from kernels.outputs import warm_output_validation
 from kernels.pool import KernelPool, PoolConfig
 from kernels.provisioner import LocalHost
 from kernels.quotas import QuotaLimits, Quotas
+from kernels.remote import RemoteConfig
 from kernels.runtime_dirs import RuntimeDirs
 from kernels.sandbox import Sandbox, SandboxConfig
 
@@ -54,6 +55,7 @@ class Runtime:
         options = LaunchOptions(
             startup_timeout=self.settings.kernel_startup_timeout,
             kernelspecs=self.languages.manager, local_host=self.local_host,
+            remote=RemoteConfig.model_validate(self.settings, from_attributes=True),
         )
         if self.languages.language_of(spec_name) == "python":
             # History in memory: IPython's default SQLite file in $HOME would be shared by

@@ -8,6 +8,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kernels.environment import default_path
 from kernels.execution import LimitsConfig
 from kernels.pool import PoolConfig
+from kernels.remote import RemoteConfig
 from kernels.sandbox import SandboxConfig
 
 
@@ -17,9 +18,10 @@ def _default_kernel_env() -> str | None:
     return str(path) if path.is_dir() else None
 
 
-class Settings(BaseSettings, SandboxConfig, LimitsConfig, PoolConfig):
+class Settings(BaseSettings, SandboxConfig, LimitsConfig, PoolConfig, RemoteConfig):
     """The gateway's own settings, and those of the kernel layer's sections as they are
-    (SandboxConfig: the confinement; LimitsConfig: each execution's; PoolConfig: the warm pool), so each has one name, default and description."""
+    (SandboxConfig: the confinement; LimitsConfig: each execution's; PoolConfig: the warm
+    pool; RemoteConfig: kernels placed elsewhere), so each has one name, default and description."""
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", cli_kebab_case=True)
 

@@ -19,7 +19,7 @@ import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 
-from . import message_unpack, socket_io
+from . import message_unpack, remote, socket_io
 from .errors import KernelBusyTimeout, KernelDied, KernelStartFailed
 from .exit_codes import death_reason
 from .launch import LaunchOptions, kernel_environment, zmq_context
@@ -27,8 +27,10 @@ from .provisioner import GatewayKernelManager
 
 log = logging.getLogger(__name__)
 
-# How often the death watch asks the provisioner whether the process still runs.
+# How often the death watch asks the provisioner whether the process still runs; a remote
+# one asks over the network (gateway-provisioners: a TCP request to the kernel's launcher).
 _DEATH_POLL_S = 0.2
+_REMOTE_DEATH_POLL_S = 0.5
 
 
 class KernelState(str, enum.Enum):
@@ -77,6 +79,7 @@ class Kernel:
         self.subshell: asyncio.Task[str | None] | None = None
         self.taps: list[Callable[[dict[str, Any]], None]] = []  # see every message
         self.on_death: list[Callable[[], None]] = []  # called once if the process dies
+        self.remote = False  # placed elsewhere by an engine (remote.py)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -91,6 +94,7 @@ class Kernel:
             kernel_id=uuid.uuid4().hex[:12],
         )
         kernel = cls(spec_name, manager)
+        kernel.remote = remote.is_remote(manager.kernel_spec)
         try:
             await asyncio.wait_for(kernel._launch(options), options.startup_timeout)
         except BaseException as exc:
@@ -109,9 +113,11 @@ class Kernel:
         # The provisioner's post_launch returns once the kernel can be connected to (ours
         # waits for the ipc sockets); a remote one's may return earlier, and readiness
         # below is proven by kernel_info alone, whatever the transport.
-        await self.manager.start_kernel(
-            env=kernel_environment(options.env), cwd=options.cwd, extra_arguments=options.extra_arguments,
-        )
+        env = kernel_environment(options.env)
+        if self.remote:
+            env = remote.launch_env(env, options.remote)
+            self.manager.transport_encryption = remote.encryption_policy(options.remote)
+        await self.manager.start_kernel(env=env, cwd=options.cwd, extra_arguments=options.extra_arguments)
         # The client would otherwise make a ZMQ context of its own: two threads per kernel.
         self.client = self.manager.client(context=zmq_context())
         # No heartbeat channel: it costs a thread per kernel, and the death watch polls the
@@ -226,7 +232,7 @@ class Kernel:
 
     async def _watch_death(self) -> None:
         while True:
-            await asyncio.sleep(_DEATH_POLL_S)
+            await asyncio.sleep(_REMOTE_DEATH_POLL_S if self.remote else _DEATH_POLL_S)
             if self.is_dead:
                 return
             if not await self.manager.is_alive():

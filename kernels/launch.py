@@ -10,6 +10,7 @@ import zmq.asyncio
 from jupyter_client.kernelspec import KernelSpecManager
 
 from .provisioner import LocalHost
+from .remote import RemoteConfig
 
 
 @dataclass
@@ -27,6 +28,7 @@ class LaunchOptions:
     # One for every kernel: each manager would otherwise make its own, which costs a
     # millisecond of CPU per start. It reads the spec from disk every time.
     kernelspecs: KernelSpecManager | None = None
+    remote: RemoteConfig = field(default_factory=RemoteConfig)  # for kernels placed elsewhere
 
 
 @functools.cache

@@ -32,12 +32,14 @@ def free_port() -> int:
 class GatewayServer:
     """`python -m gateway` in a child process on a free loopback port."""
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, env: dict[str, str] | None = None, **settings: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
+        extra = env or {}
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         env.update({f"GATEWAY_{k.upper()}": _env_value(v) for k, v in settings.items()})
+        env.update(extra)
         env["GATEWAY_PORT"] = str(self.port)
         self.log_path = Path(f"/tmp/gateway-test-{self.port}.log")
         self._log = self.log_path.open("w")
