@@ -150,9 +150,13 @@ class SshHost:
             "GP_KERNEL_LOG_DIR": str(self.logs),
         }
 
+    @property
+    def account_uid(self) -> int:
+        return pwd.getpwnam(USER).pw_uid
+
     def processes(self) -> list[psutil.Process]:
         """What runs as the account: the launchers and kernels placed on the host."""
-        uid = pwd.getpwnam(USER).pw_uid
+        uid = self.account_uid
         found = []
         for proc in psutil.process_iter(["uids", "status"]):
             try:
@@ -181,5 +185,8 @@ class SshHost:
             except ProcessLookupError:
                 pass
         self.wait_no_processes(timeout=5)
+        for path in Path(tempfile.gettempdir()).glob("kernel-*.json"):  # the launchers' files
+            if path.stat().st_uid == self.account_uid:
+                path.unlink()
         subprocess.run(["userdel", USER], capture_output=True, timeout=30)
         shutil.rmtree(self.dir, ignore_errors=True)
