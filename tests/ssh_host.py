@@ -26,7 +26,6 @@ import psutil
 ADDRESS = "127.0.0.2"
 USER = "icotes-remote"
 SPEC = "ssh_python"
-_BIN = Path(sys.executable).parent
 
 
 def _free_port(address: str) -> int:
@@ -42,7 +41,9 @@ def _run(*cmd: str) -> None:
 class SshHost:
     """sshd on 127.0.0.2, an account to log in as, and a kernelspec naming the host."""
 
-    def __init__(self, kernel_python: str) -> None:
+    def __init__(self, kernel_python: str, tools: Path = Path(sys.executable).parent) -> None:
+        """`kernel_python`: the interpreter kernels run on the host; `tools`: the bin folder
+        of an environment with gateway-provisioners (its spec installer)."""
         self.dir = Path(tempfile.mkdtemp(prefix="icotes-ssh-"))
         self.dir.chmod(0o755)  # the account reads the kernelspec's launcher from here
         self.port = _free_port(ADDRESS)
@@ -51,7 +52,7 @@ class SshHost:
         self._ensure_account()
         self._make_keys()
         self._write_config()
-        self._install_spec(kernel_python)
+        self._install_spec(kernel_python, tools)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
         sshd = ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.dir / "sshd_config")]
         self.proc = subprocess.Popen(
@@ -91,11 +92,11 @@ class SshHost:
             "UsePAM no\nStrictModes no\nX11Forwarding no\nAllowTcpForwarding no\nAllowAgentForwarding no\n"
         )
 
-    def _install_spec(self, kernel_python: str) -> None:
+    def _install_spec(self, kernel_python: str, tools: Path) -> None:
         """The spec as an operator makes it: gateway-provisioners' installer, then argv[0]
         set to the host's kernel interpreter (the installer writes a bare `python`)."""
         _run(
-            str(_BIN / "jupyter-ssh-spec"), "install", f"--prefix={self.dir}", f"--kernel-name={SPEC}",
+            str(tools / "jupyter-ssh-spec"), "install", f"--prefix={self.dir}", f"--kernel-name={SPEC}",
             f"--remote-hosts={ADDRESS}", "--display-name=Python on an SSH host",
         )
         spec_dir = self.dir / "share" / "jupyter" / "kernels" / SPEC

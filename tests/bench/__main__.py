@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from typing import Any
 import httpx
 import psutil
 
+from ..ssh_host import SPEC as SSH_SPEC
+from ..ssh_host import SshHost
 from . import servers
 from .drivers import KGSession, OursSession, RawSession, Run, ours_one_shot
 
@@ -353,6 +357,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             }
             step("8 forked kernels: cold start, burst, sustained one-shots, memory")
             results["8_forked"] = await forked_rows(args, http, open_raw)
+            step("9 a kernel on an SSH host beside a local one")
+            results["9_ssh"] = await ssh_rows(args)
             step(f"5 {args.sessions} concurrent sessions, {args.rounds} rounds each")
             await refill()
             results["5_concurrent"] = await concurrent(open_ours, open_raw, open_kg, ours, kg, args, refill)
@@ -392,6 +398,50 @@ async def forked_rows(args: argparse.Namespace, http: httpx.AsyncClient, open_ra
     finally:
         execd.stop()
     return results
+
+
+async def ssh_rows(args: argparse.Namespace) -> dict[str, Any]:
+    """Row 9, issue 15's figure: warm `1+1` on a kernel that gateway-provisioners placed on
+    an SSH host (sshd on 127.0.0.2, CurveZMQ on its ports), beside a local kernel of the same
+    gateway, each a session of its own; and a new session's first result on each (pool of 1)."""
+    kernel_python = str(Path(os.environ["GATEWAY_KERNEL_ENV"]) / "bin" / "python")
+    host = SshHost(kernel_python, tools=Path(os.environ.get("GATEWAY_PYTHON", sys.executable)).parent)
+    srv = None
+    try:
+        srv = servers.ours(
+            pool_size=1, extra_env=host.gateway_env(servers.free_port()),
+            kernelspec_dirs=json.dumps([str(host.specs)]), languages=json.dumps({"python": "python3", "ssh": SSH_SPEC}),
+        )
+        open_local = lambda: OursSession.open(srv.ws_url, language="python")  # noqa: E731
+        open_ssh = lambda: OursSession.open(srv.ws_url, language="ssh")  # noqa: E731
+        async with httpx.AsyncClient(base_url=srv.url, timeout=120) as http:
+            refill = lambda: _pool_ready(http, {"python3": 1, SSH_SPEC: 1})  # noqa: E731
+            await refill()
+            return {
+                "warm_p50_ms": {
+                    "local": (await warm_round_trip(open_local, args.runs // 2))["p50_ms"],
+                    "ssh": (await warm_round_trip(open_ssh, args.runs // 2))["p50_ms"],
+                },
+                "first_result_ms": {
+                    "local": await session_to_first_result(open_local, args.ssh_starts, refill),
+                    "ssh": await session_to_first_result(open_ssh, args.ssh_starts, refill),
+                },
+            }
+    finally:
+        if srv is not None:
+            srv.stop()
+        host.stop()
+
+
+async def _pool_ready(http: httpx.AsyncClient, wanted: dict[str, int], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = (await http.get("/health")).json()["kernels"]["ready_by_kernelspec"]
+        if all(ready.get(spec, 0) >= n for spec, n in wanted.items()):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"pool did not refill: {ready}")
+        await asyncio.sleep(0.05)
 
 
 def step(name: str) -> None:
@@ -441,6 +491,12 @@ def table(r: dict[str, Any]) -> str:
         rows.append(("8 PSS of an idle kernel (MB)", m["ours"]["idle_mb"], m["raw"]["idle_mb"], None))
         rows.append(("8 PSS after import pandas, pyplot (MB)", m["ours"]["pandas_mb"], m["raw"]["pandas_mb"], None))
         rows.append(("8 PSS of gateway + all kernels, row 5's sessions (MB)", c["ours"]["total_pss_mb"], None, c["kg"]["total_pss_mb"]))
+    if "9_ssh" in r:
+        h = r["9_ssh"]
+        rows.append(("9 warm 1+1 p50, kernel on an SSH host (ms)", h["warm_p50_ms"]["ssh"], w["raw"]["p50_ms"], None))
+        rows.append(("9 ... a local kernel, same gateway (ms)", h["warm_p50_ms"]["local"], w["raw"]["p50_ms"], None))
+        rows.append(("9 new session -> first result, SSH host (ms)", h["first_result_ms"]["ssh"], None, None))
+        rows.append(("9 ... local (ms)", h["first_result_ms"]["local"], None, None))
     head = f"| {'measure':48} | {'ours':>9} | {'raw jc':>9} | {'kernel gw':>9} | {'ours/raw':>8} | {'ours/kg':>8} |"
     lines = [head, "|" + "|".join("-" * (len(c) ) for c in head.split("|")[1:-1]) + "|"]
     for name, ours, raw, kg in rows:
@@ -476,6 +532,7 @@ def cli() -> None:
     parser.add_argument("--rate", type=float, default=3, help="one-shots per second in row 8")
     parser.add_argument("--sustain", type=float, default=30, help="seconds of one-shots in row 8")
     parser.add_argument("--pss-sessions", type=int, default=10, help="kernels whose memory row 8 measures, per system")
+    parser.add_argument("--ssh-starts", type=int, default=10, help="new sessions in row 9, per kind of kernel")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of row 5 for ours and Kernel Gateway")
     args = parser.parse_args()
     started = time.monotonic()

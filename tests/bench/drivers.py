@@ -32,21 +32,25 @@ class Run:
 
 
 class OursSession:
-    def __init__(self, ws: websockets.ClientConnection, result: str) -> None:
+    def __init__(self, ws: websockets.ClientConnection, result: str, language: str | None = None) -> None:
         self.ws = ws
         self.n = 0
         self.result = result  # "full", as icotes asks; "brief": no repeat of what streamed
+        self.language = language  # the server's default when None
 
     @classmethod
-    async def open(cls, ws_url: str, result: str = "full") -> OursSession:
+    async def open(cls, ws_url: str, result: str = "full", language: str | None = None) -> OursSession:
         ws = await websockets.connect(ws_url + "/ws", max_size=None, open_timeout=TIMEOUT)
         json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))  # the session frame
-        return cls(ws, result)
+        return cls(ws, result, language)
 
     async def run(self, code: str) -> Run:
         self.n += 1
         rid = str(self.n)
-        await self.ws.send(json.dumps({"type": "execute_code", "code": code, "id": rid, "result": self.result}))
+        message = {"type": "execute_code", "code": code, "id": rid, "result": self.result}
+        if self.language is not None:
+            message["language"] = self.language
+        await self.ws.send(json.dumps(message))
         run = Run()
         while True:
             frame = json.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))

@@ -124,9 +124,10 @@ def kernelspecs() -> Path:
     return root
 
 
-def ours(pool_size: int = 2, **settings: str) -> Server:
+def ours(pool_size: int = 2, extra_env: dict[str, str] | None = None, **settings: str) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(extra_env or {})
     env.update(
         GATEWAY_PORT=str(port), GATEWAY_POOL_SIZE=str(pool_size), GATEWAY_LOG_LEVEL="warning",
         GATEWAY_KERNEL_ENV=os.environ["GATEWAY_KERNEL_ENV"],
