@@ -28,7 +28,8 @@ ensure_uv() {
 }
 
 # ensure_debian_packages [test|bench]: what the gateway needs; for tests and the bench, also the services
-# they start for themselves (sshd, as the remote host kernels are placed on).
+# they start for themselves (sshd, as the remote host kernels are placed on; Redis, the replicas'
+# shared store; haproxy, in front of the replicas).
 ensure_debian_packages() {
   local missing=()
   command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
@@ -36,6 +37,8 @@ ensure_debian_packages() {
   /sbin/ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)
   if [ "${1:-}" = test ] || [ "${1:-}" = bench ]; then
     [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
   fi
   [ ${#missing[@]} -eq 0 ] && return
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

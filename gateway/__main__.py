@@ -33,6 +33,7 @@ def main() -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     ensure_token(settings)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per forwarded request
     for name in ("uvicorn.access", "uvicorn.error"):
         logging.getLogger(name).addFilter(RedactTokens())
     uvicorn.run(

@@ -9,6 +9,7 @@ browser's Origin must be configured, or the very origin of an allowed Host.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -22,6 +23,7 @@ from .errors import WS_FORBIDDEN, WS_UNAUTHORIZED
 from .settings import Settings
 
 ANONYMOUS = "anonymous"
+FORWARDED = b"x-icotes-forwarded"  # see forwarding.py
 OPEN_PATHS = frozenset({"/health"})
 # Methods that change something: from a browser, they need an allowed Origin even without a
 # token (a simple cross-site POST is sent without asking CORS first).
@@ -44,6 +46,8 @@ class AccessMiddleware:
         self.hosts = {h.lower() for h in settings.allowed_hosts}
         if not _is_address(settings.host):
             self.hosts.add(settings.host.lower())  # the name it was told to serve on
+        # Another replica checked Host and Origin of what it forwards (forwarding.py).
+        self.forwarded = forwarded_mark(settings.store_secret) if settings.store_url and settings.store_secret else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -73,11 +77,11 @@ class AccessMiddleware:
         if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
             # A chunked body: read it here, up to the limit, so an oversize one gets a 413
             # rather than a parse error from deep inside the app.
-            body = await _read_body(receive, limit)
+            body = await read_body(receive, limit)
             if body is None:
                 await _json(send, 413, f"request body is above max_body_bytes ({limit})")
                 return
-            receive = _replay(body, receive)
+            receive = replayed(body, receive)
         await self.app(scope, receive, send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,6 +99,8 @@ class AccessMiddleware:
     def _refused_browser(self, scope: Scope, changing: bool) -> str | None:
         """Why a request must not be served: a Host not allowed, or (for one that can change
         something) a browser Origin not allowed. None: go on."""
+        if is_forwarded(scope, self.forwarded):
+            return None
         host = _header(scope, b"host")
         if host is not None and not self._host_allowed(host):
             return f"host {host!r} is not allowed; add its name to GATEWAY_ALLOWED_HOSTS"
@@ -127,6 +133,16 @@ class AccessMiddleware:
         if origin in self.settings.cors_origins or "*" in self.settings.cors_origins:
             return True
         return host is not None and self._host_allowed(host) and urlsplit(origin).netloc.lower() == host.lower()
+
+
+def forwarded_mark(secret: str) -> str:
+    """What a forwarded request carries: only replicas that know the store's secret make it."""
+    return hmac.new(secret.encode(), b"icotes forwarded request", hashlib.sha256).hexdigest()
+
+
+def is_forwarded(scope: Scope, mark: str | None) -> bool:
+    presented = next((v for k, v in scope.get("headers", []) if k == FORWARDED), None)
+    return mark is not None and presented is not None and hmac.compare_digest(presented, mark.encode())
 
 
 def _is_address(name: str) -> bool:
@@ -173,7 +189,7 @@ async def _refuse_socket(receive: Receive, send: Send, code: int, reason: str) -
     await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
+async def read_body(receive: Receive, limit: int | None = None) -> bytes | None:
     """The whole body, or None as soon as it passes `limit` bytes."""
     chunks, size = [], 0
     while True:
@@ -182,14 +198,15 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
+        if limit is not None and size > limit:
             return None
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replayed(body: bytes, receive: Receive) -> Receive:
+    """`receive`, giving `body` first (read already)."""
     sent = False
 
     async def replayed() -> Message:

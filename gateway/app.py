@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, jupyter, jupyter_sessions, rest, sessions, ws
 from .access import AccessMiddleware
+from .forwarding import Forwarding
 from .errors import HANDLED, http_error, http_exception
 from .json_bodies import JSONBodies
 from .jupyter_fanout import JupyterClients, Limits
@@ -31,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sockets_per_kernel=settings.jupyter_sockets_per_kernel, sockets_per_client=settings.jupyter_sockets_per_client,
             output_bytes=settings.output_limit,
         ))
-        runtime.start()
+        await runtime.start()
         try:
             yield
         finally:
@@ -39,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="icotes execution gateway", version=__version__, lifespan=lifespan)
     app.add_middleware(JSONBodies)
+    # Inside the access checks: a session held by another replica is served there.
+    app.add_middleware(Forwarding)
     # Nothing runs, no kernel starts, before the token and the origin are checked...
     app.add_middleware(AccessMiddleware, settings=settings)
     # ...and CORS wraps it, so a browser can read a 401 too.

@@ -32,6 +32,12 @@ class Sink(Protocol):
     def kick(self, code: int, reason: str) -> None: ...
 
 
+class Mirror(Protocol):
+    """Where else a channel's frames are kept: the replicas' shared store (replicas.py)."""
+
+    async def keep(self, seq: int, text: str) -> None: ...
+
+
 class Replay:
     """What a re-attaching client missed: the frames after its `last_seq`, and the gap the
     log's bound made, if any (seqs from `lost_from` to `lost_to` are gone)."""
@@ -51,6 +57,8 @@ class SessionChannel:
         # JSON text, serialised once for the socket and for any replay
         self._log = FrameLog(log_frames, log_bytes)
         self.sink: Sink | None = None
+        self.mirror: Mirror | None = None
+        self._order = asyncio.Lock()  # with a mirror, a frame may wait for it; none overtakes
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_stream: asyncio.Task[None] | None = None
         self.expiry: asyncio.TimerHandle | None = None
@@ -65,11 +73,32 @@ class SessionChannel:
 
     async def publish(self, frame: Frame) -> None:
         data = frame.frame()
-        data["seq"] = self.seq + 1
-        text = json.dumps(data)
-        self._log.append(text)
-        if self.sink is not None:
-            await self.sink.send(text)
+        if self.mirror is None:
+            data["seq"] = self.seq + 1
+            text = json.dumps(data)
+            self._log.append(text)
+            if self.sink is not None:
+                await self.sink.send(text)
+            return
+        async with self._order:
+            data["seq"] = seq = self.seq + 1
+            text = json.dumps(data)
+            self._log.append(text)
+            await self.mirror.keep(seq, text)
+            if self.sink is not None:
+                await self.sink.send(text)
+
+    def resume_log(self, frames: list[tuple[int, str]], next_seq: int) -> None:
+        """Take over another replica's log: its `frames` (seq, text), oldest first, kept for
+        replay; seqs it never stored (up to `next_seq`, which the next frame gets) are
+        empty places, skipped in a replay: the frame that says they are lost follows."""
+        if not frames or next_seq - frames[0][0] > 4 * self._log.max_frames:
+            self._log.start_at(next_seq)
+            return
+        self._log.start_at(frames[0][0])
+        stored = dict(frames)
+        for seq in range(frames[0][0], next_seq):
+            self._log.append(stored.get(seq, ""))
 
     def publish_all(self, frames: AsyncIterator[Frame]) -> asyncio.Task[None]:
         """Publish an execution's frames, after those of every execution before it.
@@ -118,7 +147,8 @@ class SessionChannel:
         self.sink = sink
         if last_seq is None:
             return Replay([], None)
-        return Replay(*self._log.since(last_seq))
+        frames, lost = self._log.since(last_seq)
+        return Replay([f for f in frames if f], lost)
 
     def ack(self, seq: int) -> None:
         """The client has every frame up to `seq` (at most `self.seq`): they need not be
@@ -136,12 +166,12 @@ class SessionChannel:
     def attached(self) -> bool:
         return self.sink is not None
 
-    async def close(self, reason: str) -> None:
+    async def close(self, reason: str, code: int = WS_NORMAL) -> None:
         if self.expiry is not None:
             self.expiry.cancel()
         self._unlisten()
         if self.sink is not None:
-            self.sink.kick(WS_NORMAL, reason)
+            self.sink.kick(code, reason)
             self.sink = None
         for task in list(self._tasks):
             task.cancel()

@@ -22,6 +22,8 @@ from kernels.errors import (
     NoKernelForLanguage,
     NotWaitingForInput,
     SessionClosed,
+    SessionLost,
+    SessionMoving,
     SessionNotFound,
     TimeoutTooLarge,
     TooManySockets,
@@ -37,6 +39,7 @@ WS_UNAUTHORIZED = 4401
 WS_FORBIDDEN = 4403  # a browser's Host or Origin not allowed
 WS_NO_SESSION = 4404
 WS_TAKEN_OVER = 4409
+WS_SESSION_LOST = 4410
 WS_TRY_AGAIN_LATER = 1013  # the standard "try again later"
 
 RETRY_AFTER_S = 5
@@ -51,6 +54,8 @@ _STATUS: dict[type[Exception], tuple[int, int]] = {
     UnknownKernelspec: (404, WS_BAD_REQUEST),
     SessionNotFound: (404, WS_NO_SESSION),
     SessionClosed: (409, WS_NO_SESSION),
+    SessionLost: (410, WS_SESSION_LOST),
+    SessionMoving: (503, WS_TRY_AGAIN_LATER),
     NoKernelForLanguage: (409, WS_BAD_REQUEST),
     KernelDied: (409, WS_TRY_AGAIN_LATER),
     CapacityExceeded: (503, WS_TRY_AGAIN_LATER),
@@ -73,21 +78,25 @@ def close_code(exc: Exception) -> int:
     return _codes(exc)[1]
 
 
+def http_status(exc: Exception) -> int:
+    return _codes(exc)[0]
+
+
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     status = _codes(exc)[0]
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else None
-    return JSONResponse(error_body(request, status, str(exc)), status_code=status, headers=headers)
+    return JSONResponse(error_body(request.url.path, status, str(exc)), status_code=status, headers=headers)
 
 
 async def http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     """FastAPI's own answer, with the Jupyter fields where Jupyter clients ask."""
-    return JSONResponse(error_body(request, exc.status_code, exc.detail), status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(error_body(request.url.path, exc.status_code, exc.detail), status_code=exc.status_code, headers=exc.headers)
 
 
-def error_body(request: Request, status: int, detail: Any) -> dict[str, Any]:
+def error_body(path: str, status: int, detail: Any) -> dict[str, Any]:
     """`detail`, and under /api also `message` and `reason`: what jupyter_server's gateway
     client shows its user (it would say only that the gateway failed)."""
     body: dict[str, Any] = {"detail": detail}
-    if request.url.path.startswith("/api/") and isinstance(detail, str):
+    if path.startswith("/api/") and isinstance(detail, str):
         body.update(message=detail, reason=HTTPStatus(status).phrase)
     return body

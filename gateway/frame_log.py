@@ -48,6 +48,12 @@ class FrameLog:
         self._tail: list[str] = []  # the newest frames, after the blocks
         self._bytes = 0  # of the frames kept
 
+    def start_at(self, seq: int) -> None:
+        """Number the next frame `seq` (a log taken over from another replica's)."""
+        if self.last_seq or self._tail or self._blocks:
+            raise ValueError("only an empty log can be renumbered")
+        self.last_seq, self.first_seq = seq - 1, seq
+
     def append(self, text: str) -> int:
         """Keep `text` as the next frame; returns its seq."""
         if "\n" in text:

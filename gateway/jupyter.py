@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -116,8 +116,12 @@ def _kernel_env(rt: Runtime, env: dict[str, str]) -> dict[str, str]:
 
 
 @router.get("/api/kernels")
-async def list_kernels(sessions: Sessions, owner: Owner) -> list[dict[str, Any]]:
-    return [kernel_model(c.session) for c in sessions.owned_by(owner)]
+async def list_kernels(request: Request, sessions: Sessions, owner: Owner) -> list[dict[str, Any]]:
+    """The caller's kernels, on every replica (a kernel id is valid at each)."""
+    listed = [kernel_model(c.session) for c in sessions.owned_by(owner)]
+    if sessions.replicas is not None:
+        listed += await sessions.replicas.listed_elsewhere(request, owner, "/api/kernels/{}")
+    return listed
 
 
 @router.post("/api/kernels", status_code=201)

@@ -146,6 +146,7 @@ class StatusFrame(_Frame):
     message: str | None = None
     state_lost: bool | None = Field(None, description="true when a kernel's state was lost (a restart, a death)")
     language: str | None = Field(None, description="the language whose kernel it is about")
+    lost: LostRange | None = Field(None, description="seqs that will never be sent: the session moved between gateway replicas and the old one may have sent them, or not")
 
 
 class ClearOutputFrame(_Frame):

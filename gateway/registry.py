@@ -8,14 +8,21 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-from kernels.errors import CapacityExceeded, SessionNotFound
+from kernels.errors import CapacityExceeded, ClientQuotaExceeded, SessionNotFound
+from kernels.kernel import Kernel
 from kernels.languages import Languages
 from kernels.quotas import Quotas
-from kernels.sessions import open_session
+from kernels.session import Session
+from kernels.sessions import open_session, restore_session
 
 from .channel import SessionChannel
+from .errors import WS_TAKEN_OVER
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .replicas import Replicas
 
 log = logging.getLogger("gateway")
 
@@ -27,6 +34,7 @@ class SessionRegistry:
         self.quotas = quotas
         self._channels: dict[str, SessionChannel] = {}
         self._pending = 0  # sessions whose kernel is being fetched
+        self.replicas: Replicas | None = None  # with a shared store: the other replicas
 
     async def open(
         self,
@@ -43,12 +51,53 @@ class SessionRegistry:
             raise CapacityExceeded(f"the gateway runs max_sessions ({s.max_sessions}) sessions; try again later")
         self._pending += 1
         try:
+            if self.replicas is not None:
+                await self._check_client_everywhere(owner)
             session = await open_session(self.quotas.of(owner), self.languages, language, spec_name, env)
         finally:
             self._pending -= 1
+        channel = self._add(session, owner, owned_by_socket)
+        if self.replicas is not None:
+            try:
+                await self.replicas.watch(channel)
+            except BaseException:
+                await self.close(session.id, "the shared store could not record it")
+                raise
+        return channel
+
+    async def _check_client_everywhere(self, owner: str) -> None:
+        """A client's share of sessions counts those it has on every replica."""
+        limit = self.quotas.of(owner).limits.sessions
+        if await self.replicas.sessions_of(owner) >= limit:
+            raise ClientQuotaExceeded(
+                f"this client has {limit} sessions open (client_max_sessions, on all replicas); close one or try again later"
+            )
+
+    def _add(self, session: Session, owner: str, owned_by_socket: bool) -> SessionChannel:
+        s = self.settings
         channel = SessionChannel(session, owner, s.session_log_frames, s.session_log_bytes, owned_by_socket)
         self._channels[session.id] = channel
         return channel
+
+    def restore(
+        self, session_id: str, owner: str, primary: str, kernels: dict[str, Kernel], owned_by_socket: bool
+    ) -> SessionChannel:
+        """A session taken over from a replica that died, on its kernels attached to here;
+        with no socket yet, its grace (a /ws session's) starts now."""
+        session = restore_session(self.quotas.of(owner), self.languages, session_id, primary, kernels)
+        channel = self._add(session, owner, owned_by_socket)
+        if owned_by_socket:
+            channel.expiry = asyncio.get_running_loop().call_later(self.settings.session_grace_s, self.expire(channel))
+        return channel
+
+    async def hand_over(self, session_id: str) -> None:
+        """Another replica holds the session now: let go of it here, kernels left running."""
+        channel = self._channels.pop(session_id, None)
+        if channel is None:
+            return
+        await channel.session.close(hand_over=True)
+        await channel.close("the session moved to another gateway replica; reconnect", WS_TAKEN_OVER)
+        log.info("session %s: handed over to another replica", session_id)
 
     def get(self, session_id: str, owner: str) -> SessionChannel:
         """The session, if it belongs to `owner`; others get SessionNotFound, so nobody
@@ -76,6 +125,11 @@ class SessionRegistry:
             raise SessionNotFound(session_id)
         await channel.session.close()
         await channel.close(reason)
+        if self.replicas is not None:
+            try:
+                await self.replicas.ended(channel)
+            except Exception as exc:  # a stale record leads here, where it is not: 404
+                log.warning("session %s: not removed from the store: %s", session_id, exc)
         log.info("session %s: closed (%s)", session_id, reason)
 
     async def close_all(self, reason: str) -> None:

@@ -14,12 +14,13 @@ from kernels.outputs import warm_output_validation
 from kernels.pool import KernelPool, PoolConfig
 from kernels.provisioner import LocalHost
 from kernels.quotas import QuotaLimits, Quotas
-from kernels.remote import RemoteConfig
+from kernels.remote import RemoteConfig, configure_engines
 from kernels.runtime_dirs import RuntimeDirs
 from kernels.sandbox import Sandbox, SandboxConfig
 
 from .executions import Executions
 from .registry import SessionRegistry
+from .replicas import Replicas
 from .settings import Settings
 
 log = logging.getLogger("gateway")
@@ -38,6 +39,7 @@ def quota_limits(s: Settings) -> QuotaLimits:
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        configure_engines(RemoteConfig.model_validate(settings, from_attributes=True))
         specs = kernelspec_manager(settings.kernel_env, settings.kernelspec_dirs)
         self.languages = Languages(settings.languages, settings.default_language, specs)
         self.runtime_dirs = RuntimeDirs()
@@ -48,6 +50,8 @@ class Runtime:
         self.quotas = Quotas(quota_limits(settings), self.pool)
         self.sessions = SessionRegistry(settings, self.languages, self.quotas)
         self.executions = Executions(LimitsConfig.model_validate(settings, from_attributes=True), self.languages, self.quotas)
+        self.replicas = Replicas(settings, self.sessions, self.launch_options) if settings.store_url else None
+        self.sessions.replicas = self.replicas
         self.connections = 0
         self._culler: asyncio.Task[None] | None = None
 
@@ -56,6 +60,7 @@ class Runtime:
             startup_timeout=self.settings.kernel_startup_timeout,
             kernelspecs=self.languages.manager, local_host=self.local_host,
             remote=RemoteConfig.model_validate(self.settings, from_attributes=True),
+            on_remote_launch=self.replicas.launched if self.replicas is not None else None,
         )
         if self.languages.language_of(spec_name) == "python":
             # History in memory: IPython's default SQLite file in $HOME would be shared by
@@ -66,7 +71,9 @@ class Runtime:
 
     # -- life --------------------------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        if self.replicas is not None:
+            await self.replicas.start()
         warm_output_validation()
         for spec_name in set(self.languages.specs.values()):
             self.pool.warm(spec_name)
@@ -77,6 +84,8 @@ class Runtime:
             self._culler.cancel()
         await self.sessions.close_all("the gateway is shutting down")
         await self.pool.close()
+        if self.replicas is not None:  # last: closing sessions and the pool tells the store
+            await self.replicas.stop()
         self.forks.close()
         self.sandbox.close()
         self.runtime_dirs.close()

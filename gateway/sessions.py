@@ -45,9 +45,12 @@ async def create_session(sessions: Sessions, owner: Owner, body: CreateSession |
 
 
 @router.get("", response_model=list[SessionInfo])
-async def list_sessions(sessions: Sessions, owner: Owner) -> list[SessionInfo]:
-    """The caller's sessions (each token sees only its own)."""
-    return [session_info(c.session) for c in sessions.owned_by(owner)]
+async def list_sessions(request: Request, sessions: Sessions, owner: Owner) -> list[SessionInfo]:
+    """The caller's sessions (each token sees only its own), on every replica."""
+    listed = [session_info(c.session) for c in sessions.owned_by(owner)]
+    if sessions.replicas is not None:
+        listed += [SessionInfo(**m) for m in await sessions.replicas.listed_elsewhere(request, owner, "/sessions/{}")]
+    return listed
 
 
 @router.get("/{session_id}", response_model=SessionInfo)

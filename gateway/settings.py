@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kernels.environment import default_path
@@ -74,6 +74,20 @@ class Settings(BaseSettings, SandboxConfig, LimitsConfig, PoolConfig, RemoteConf
     max_body_bytes: int = Field(2 * 2**20, gt=0, description="largest request body")
     max_message_bytes: int = Field(2 * 2**20, gt=0, description="largest WebSocket message")
     kernel_env_allowlist: list[str] = Field(default=[], description="variables besides KERNEL_* that POST /api/kernels may pass to a kernel")
+    store_url: str | None = Field(None, description="the session store gateway replicas share (redis://host:port/db); unset: this gateway alone, sessions in memory")
+    store_secret: str | None = Field(None, description="the replicas' shared secret (required with store_url): seals kernels' connection keys in the store, vouches for forwarded requests")
+    replica_address: str | None = Field(None, description="how other replicas reach this one (http://host:port); default: http://<host>:<port>")
+    replica_heartbeat_s: float = Field(0.5, gt=0, description="how often a replica tells the store it is alive, and looks for dead ones")
+    replica_ttl_s: float = Field(1.5, gt=0, description="a replica silent this long is dead: another takes its sessions over")
+
+    @model_validator(mode="after")
+    def _store_needs_secret(self) -> Settings:
+        if self.store_url and not self.store_secret:
+            raise ValueError("GATEWAY_STORE_SECRET is required with GATEWAY_STORE_URL (the same on every replica)")
+        if self.replica_ttl_s <= 2 * self.replica_heartbeat_s:
+            raise ValueError("replica_ttl_s must be above twice replica_heartbeat_s, or a live replica looks dead")
+        return self
+
     def clients(self) -> int:
         """How many clients tokens name (one when there are none: everybody is one client)."""
         return max(1, len(self.tokens) + (1 if self.token and self.token not in self.tokens.values() else 0))

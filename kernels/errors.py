@@ -70,6 +70,15 @@ class SessionClosed(GatewayError):
     """The session was closed; it takes no more requests."""
 
 
+class SessionLost(GatewayError):
+    """The session ended without being closed (the gateway replica running its kernels
+    stopped): its state is gone."""
+
+
+class SessionMoving(GatewayError):
+    """The session is between two gateway replicas for a moment: try again."""
+
+
 class NoKernelForLanguage(GatewayError):
     """The session has no kernel of that language (it has never run code in it)."""
 

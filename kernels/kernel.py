@@ -12,7 +12,7 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import zmq.asyncio
@@ -79,6 +79,8 @@ class Kernel:
         self.subshell: asyncio.Task[str | None] | None = None
         self.taps: list[Callable[[dict[str, Any]], None]] = []  # see every message
         self.on_death: list[Callable[[], None]] = []  # called once if the process dies
+        # Awaited when this gateway is done with the process: shut down, or handed off.
+        self.on_release: list[Callable[[], Awaitable[None]]] = []
         self.remote = False  # placed elsewhere by an engine (remote.py)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -118,6 +120,17 @@ class Kernel:
             env = remote.launch_env(env, options.remote)
             self.manager.transport_encryption = remote.encryption_policy(options.remote)
         await self.manager.start_kernel(env=env, cwd=options.cwd, extra_arguments=options.extra_arguments)
+        if self.remote and options.on_remote_launch is not None:
+            await options.on_remote_launch(self)
+        await self.connect()
+        # Before any code runs, none of ours, none of theirs (ConfinedProvisioner.kernel_ready).
+        if (ready := getattr(self.manager.provisioner, "kernel_ready", None)) is not None:
+            ready()
+        if options.warm_up_code is not None:
+            await self.warm_up(options.warm_up_code)
+
+    async def connect(self) -> None:
+        """Connect the client and start reading: the process is running already."""
         # The client would otherwise make a ZMQ context of its own: two threads per kernel.
         self.client = self.manager.client(context=zmq_context())
         # No heartbeat channel: it costs a thread per kernel, and the death watch polls the
@@ -127,11 +140,6 @@ class Kernel:
             self._open_channel(name)
         self._tasks.append(asyncio.create_task(self._watch_death()))
         await self._wait_ready()
-        # Before any code runs, none of ours, none of theirs (ConfinedProvisioner.kernel_ready).
-        if (ready := getattr(self.manager.provisioner, "kernel_ready", None)) is not None:
-            ready()
-        if options.warm_up_code is not None:
-            await self.warm_up(options.warm_up_code)
 
     async def _wait_ready(self) -> None:
         """Ready means kernel_info answered and iopub delivered a message.
@@ -195,6 +203,32 @@ class Kernel:
 
     async def shutdown(self) -> None:
         """Kill the process (and its process group) and free everything it held."""
+        await self.disconnect()
+        try:
+            if self.manager.has_kernel:
+                await self.manager.shutdown_kernel(now=True)
+            elif self.manager.provisioner is not None:
+                # It failed before its process ran: free what the provisioner set up for it.
+                await self.manager.cleanup_resources()
+        except Exception:  # the process may be gone already; cleanup must go on
+            log.exception("kernel %s: shutdown failed", self.name)
+        await self._released()
+
+    async def hand_off(self) -> None:
+        """Disconnect and leave the process running: another gateway has it now."""
+        await self.disconnect()
+        await self._released()
+
+    async def _released(self) -> None:
+        hooks, self.on_release = self.on_release, []
+        for hook in hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("kernel %s: a release hook failed", self.name)
+
+    async def disconnect(self) -> None:
+        """Stop reading and close the sockets; the process is left as it is."""
         for task in self._tasks:
             task.cancel()
         self._tasks = []
@@ -205,14 +239,6 @@ class Kernel:
         self._views = {}
         self._sockets = {}
         self._fail_routes("kernel shut down")
-        try:
-            if self.manager.has_kernel:
-                await self.manager.shutdown_kernel(now=True)
-            elif self.manager.provisioner is not None:
-                # It failed before its process ran: free what the provisioner set up for it.
-                await self.manager.cleanup_resources()
-        except Exception:  # the process may be gone already; cleanup must go on
-            log.exception("kernel %s: shutdown failed", self.name)
 
     def diagnostics(self) -> str:
         """What the provisioner knows of the process beyond the protocol, for the operator."""
@@ -375,3 +401,4 @@ class Kernel:
             # Without this, a reply could sit unread for good.
             if socket_io.readable(view):
                 self._sockets[channel].get(zmq.EVENTS)
+

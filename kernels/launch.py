@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import zmq.asyncio
 from jupyter_client.kernelspec import KernelSpecManager
 
 from .provisioner import LocalHost
 from .remote import RemoteConfig
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
 
 
 @dataclass
@@ -29,6 +34,9 @@ class LaunchOptions:
     # millisecond of CPU per start. It reads the spec from disk every time.
     kernelspecs: KernelSpecManager | None = None
     remote: RemoteConfig = field(default_factory=RemoteConfig)  # for kernels placed elsewhere
+    # Told of a remote kernel as soon as its engine reports it launched, before it is ready:
+    # from then on it can be reached (and shut down) from anywhere.
+    on_remote_launch: Callable[[Kernel], Awaitable[None]] | None = None
 
 
 @functools.cache

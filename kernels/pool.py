@@ -26,6 +26,7 @@ _REFILL_DELAY_S = 0.1
 
 # After this many starts in a row fail, requests fail at once instead of waiting.
 _FAILURES_TO_GIVE_UP = 3
+_CLOSE_WAIT_S = 10.0  # for the kernels still starting when the pool closes
 
 
 @dataclass
@@ -48,6 +49,8 @@ class KernelSource(Protocol):
     async def acquire(self, spec_name: str) -> Kernel: ...
 
     def release(self, kernel: Kernel) -> None: ...
+
+    def let_go(self, kernel: Kernel) -> None: ...
 
 
 class PoolConfig(BaseModel):
@@ -79,6 +82,7 @@ class KernelPool:
         self._starts = asyncio.Semaphore(config.pool_max_parallel_starts)
         self._specs: dict[str, _Spec] = {}
         self._starting: set[asyncio.Task[None]] = set()
+        self._launching: set[asyncio.Task[Any]] = set()  # of those, the ones in Kernel.start now
         self._stopping: set[asyncio.Task[None]] = set()
         self._closed = False
         self.in_use = 0
@@ -137,10 +141,19 @@ class KernelPool:
             self.in_use -= 1
             raise
 
+    def adopt(self, kernels: int) -> None:
+        """Kernels that came from elsewhere (attached to, not started) are in use too."""
+        self.in_use += kernels
+
     def release(self, kernel: Kernel) -> None:
         """The taker is done with the kernel: shut it down in the background."""
         self.in_use -= 1
         self._discard(kernel)
+
+    def let_go(self, kernel: Kernel) -> None:
+        """The taker hands the kernel to another gateway: disconnect from it, leave it running."""
+        self.in_use -= 1
+        self._spawn(self._stopping, kernel.hand_off())
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -152,6 +165,10 @@ class KernelPool:
 
     async def close(self) -> None:
         self._closed = True
+        # Starts are let finish (each then shuts its kernel down), for a while: a remote
+        # kernel cancelled before its launcher reported back cannot be reached to be killed.
+        if self._launching:
+            await asyncio.wait(list(self._launching), timeout=_CLOSE_WAIT_S)
         for task in list(self._starting):
             task.cancel()
         await asyncio.gather(*self._starting, *self._stopping, return_exceptions=True)
@@ -175,7 +192,12 @@ class KernelPool:
     async def _start_one(self, spec_name: str, spec: _Spec) -> None:
         try:
             async with self._starts:
-                kernel = await Kernel.start(spec_name, self._options_for(spec_name))
+                this = asyncio.current_task()
+                self._launching.add(this)
+                try:
+                    kernel = await Kernel.start(spec_name, self._options_for(spec_name))
+                finally:
+                    self._launching.discard(this)
         except KernelStartFailed as exc:
             log.warning("pool: %s", exc)
             spec.failures += 1

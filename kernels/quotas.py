@@ -71,6 +71,17 @@ class ClientQuota:
         self.kernels -= 1
         self._pool.release(kernel)
 
+    def let_go(self, kernel: Kernel) -> None:
+        self.kernels -= 1
+        self._pool.let_go(kernel)
+
+    def adopt(self, kernels: int) -> None:
+        """A session taken over from another gateway, with its kernels: counted, never
+        refused (refusing would end a session its client still has)."""
+        self.sessions += 1
+        self.kernels += kernels
+        self._pool.adopt(kernels)
+
     def check_starts(self, count: int) -> None:
         """Refuse now what would take `count` kernels past the starts-per-minute share
         (a restart, before it stops anything)."""

@@ -18,6 +18,7 @@ and talks to it over the TCP ports the engine reports. Two things are the gatewa
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from jupyter_client.kernelspec import KernelSpec
@@ -47,10 +48,20 @@ class RemoteConfig(BaseModel):
         "required",
         description="CurveZMQ on the kernel ports of kernels placed elsewhere: required (the launch fails without it), or disabled (plain TCP: only where the network between them is trusted)",
     )
+    remote_listener_timeout_s: float = Field(
+        2.0, gt=0,
+        description="seconds to reach a remote kernel's launcher (its signals, shutdown, liveness); gateway-provisioners' own 0.01 s (GP_SOCKET_TIMEOUT) fails on a busy host: kernels then look dead, or outlive their shutdown",
+    )
     remote_kernel_username: str = Field(
         "icotes", min_length=1, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
         description="KERNEL_USERNAME for kernels placed elsewhere (gateway-provisioners refuses root, and names Kubernetes pods after it)",
     )
+
+
+def configure_engines(config: RemoteConfig) -> None:
+    """What gateway-provisioners reads from the environment at import, before it is imported
+    (a provisioner is loaded when a kernelspec first needs it); an operator's own GP_* wins."""
+    os.environ.setdefault("GP_SOCKET_TIMEOUT", str(config.remote_listener_timeout_s))
 
 
 def is_remote(spec: KernelSpec) -> bool:

@@ -313,11 +313,13 @@ class Session:
             raise SessionClosed(f"session {self.id} is closed")
         return await self.kernels.get_or_start(spec_name or self.spec_name)
 
-    async def close(self) -> None:
+    async def close(self, hand_over: bool = False) -> None:
+        """End the session: its kernels are shut down, or (`hand_over`) left running for
+        the gateway that took the session over."""
         if self._state is SessionState.CLOSED:
             return
-        self._set_state(SessionState.CLOSED, "the session was closed")
-        reason = "the session was closed"
+        reason = "the session moved to another gateway replica" if hand_over else "the session was closed"
+        self._set_state(SessionState.CLOSED, reason)
         self._stop_reason = reason
         if self._worker is not None:
             self._worker.cancel()
@@ -325,6 +327,9 @@ class Session:
         while self._queue:
             self._queue.popleft().cancel(reason)
         self._listeners.clear()
-        self.kernels.release_all()
+        if hand_over:
+            self.kernels.let_go_all()
+        else:
+            self.kernels.release_all()
         self.quota.session_closed()
 

@@ -28,7 +28,12 @@ class SessionKernels:
         self._coming: dict[str, asyncio.Future[None]] = {}
         self._taps: list[Tap] = []
         self._on_death = on_death
+        self.on_change: list[Callable[[], None]] = []  # a kernel came or went
         self._adopt(primary, kernel)
+
+    def add(self, spec_name: str, kernel: Kernel) -> None:
+        """Another kernel of the session's, come from elsewhere (a takeover)."""
+        self._adopt(spec_name, kernel)
 
     def get(self, spec_name: str) -> Kernel | None:
         return self._kernels.get(spec_name)
@@ -103,13 +108,26 @@ class SessionKernels:
             self._drop(kernel)
         self._kernels = {}
 
+    def let_go_all(self) -> None:
+        """Disconnect from every kernel and leave them running: another gateway has them."""
+        for kernel in self._kernels.values():
+            kernel.taps.clear()
+            kernel.on_death.clear()
+            self._pool.let_go(kernel)
+        self._kernels = {}
+
     def _adopt(self, spec_name: str, kernel: Kernel) -> None:
         self._kernels[spec_name] = kernel
         kernel.on_death.append(self._on_death)
         if spec_name == self.primary:
             kernel.taps.extend(self._taps)
+        self._changed()
 
     def _drop(self, kernel: Kernel) -> None:
         kernel.taps.clear()
         kernel.on_death.clear()
         self._pool.release(kernel)
+
+    def _changed(self) -> None:
+        for callback in self.on_change:
+            callback()

@@ -6,6 +6,7 @@ import logging
 import secrets
 import uuid
 
+from .kernel import Kernel
 from .languages import Languages
 from .quotas import ClientQuota
 from .session import Session
@@ -40,4 +41,19 @@ async def open_session(
     session = Session(session_id, spec_name, kernel, quota, languages, language_chosen=chosen)
     session.start()
     log.info("session %s: created (%s)", session_id, spec_name)
+    return session
+
+
+def restore_session(
+    quota: ClientQuota, languages: Languages, session_id: str, primary: str, kernels: dict[str, Kernel]
+) -> Session:
+    """A session another gateway ran, on its kernels attached to here (kernels/handoff.py):
+    the same id, the kernels' state intact. Counted in `quota`, never refused by it."""
+    quota.adopt(len(kernels))
+    session = Session(session_id, primary, kernels[primary], quota, languages)
+    for spec_name, kernel in kernels.items():
+        if spec_name != primary:
+            session.kernels.add(spec_name, kernel)
+    session.start()
+    log.info("session %s: taken over (%s)", session_id, ", ".join(kernels))
     return session

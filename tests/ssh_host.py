@@ -167,6 +167,19 @@ class SshHost:
                 pass
         return found
 
+    @staticmethod
+    def describe(procs: list[psutil.Process]) -> list[str]:
+        """Each process as a line a failure message can show: pid, parent, command line."""
+        lines = []
+        for proc in procs:
+            try:
+                cmd = proc.cmdline()
+                kernel = cmd[cmd.index("--kernel-id") + 1] if "--kernel-id" in cmd else " ".join(cmd)[:120]
+                lines.append(f"{proc.pid} (parent {proc.ppid()}): kernel {kernel}")
+            except psutil.NoSuchProcess:
+                lines.append(f"{proc.pid}: gone")
+        return lines
+
     def wait_no_processes(self, timeout: float = 20) -> list[psutil.Process]:
         deadline = time.monotonic() + timeout
         while (left := self.processes()) and time.monotonic() < deadline:

@@ -4,7 +4,6 @@ rendered as gateway-provisioners' launch_kubernetes.py renders it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate

@@ -23,6 +23,7 @@ from ..ssh_host import SPEC as SSH_SPEC
 from ..ssh_host import SshHost
 from . import servers
 from .drivers import KGSession, OursSession, RawSession, Run, ours_one_shot
+from .takeover import takeover_rows
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 PRINT_LOOP = "for i in range(100000): print(i)"
@@ -359,6 +360,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results["8_forked"] = await forked_rows(args, http, open_raw)
             step("9 a kernel on an SSH host beside a local one")
             results["9_ssh"] = await ssh_rows(args)
+            step(f"10 a replica SIGKILLed: its {args.takeover_sessions} sessions answering again, {args.takeover_rounds} rounds")
+            results["10_takeover"] = await takeover_rows(args.takeover_sessions, args.takeover_rounds)
             step(f"5 {args.sessions} concurrent sessions, {args.rounds} rounds each")
             await refill()
             results["5_concurrent"] = await concurrent(open_ours, open_raw, open_kg, ours, kg, args, refill)
@@ -497,6 +500,11 @@ def table(r: dict[str, Any]) -> str:
         rows.append(("9 ... a local kernel, same gateway (ms)", h["warm_p50_ms"]["local"], w["raw"]["p50_ms"], None))
         rows.append(("9 new session -> first result, SSH host (ms)", h["first_result_ms"]["ssh"], None, None))
         rows.append(("9 ... local (ms)", h["first_result_ms"]["local"], None, None))
+    if "10_takeover" in r:
+        t = r["10_takeover"]
+        rows.append(("10 replica SIGKILL -> its sessions answer, p50 (ms)", t["answered_ms"]["p50"], None, None))
+        rows.append(("10 ... slowest of its sessions (ms)", t["answered_ms"]["max"], None, None))
+        rows.append(("10 ... vs a new SSH session (state lost) (ms)", t["new_session_ms"], None, None))
     head = f"| {'measure':48} | {'ours':>9} | {'raw jc':>9} | {'kernel gw':>9} | {'ours/raw':>8} | {'ours/kg':>8} |"
     lines = [head, "|" + "|".join("-" * (len(c) ) for c in head.split("|")[1:-1]) + "|"]
     for name, ours, raw, kg in rows:
@@ -533,6 +541,8 @@ def cli() -> None:
     parser.add_argument("--sustain", type=float, default=30, help="seconds of one-shots in row 8")
     parser.add_argument("--pss-sessions", type=int, default=10, help="kernels whose memory row 8 measures, per system")
     parser.add_argument("--ssh-starts", type=int, default=10, help="new sessions in row 9, per kind of kernel")
+    parser.add_argument("--takeover-sessions", type=int, default=5, help="sessions on the replica row 10 kills")
+    parser.add_argument("--takeover-rounds", type=int, default=3, help="replicas row 10 kills, one after the other")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of row 5 for ours and Kernel Gateway")
     args = parser.parse_args()
     started = time.monotonic()
