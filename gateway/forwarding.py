@@ -41,6 +41,7 @@ _HOP = frozenset({
     b"sec-websocket-accept", b"host", FORWARDED,
 })
 
+_OWN = frozenset({b"date", b"server"})  # response headers this replica's server sets itself
 
 class Forwarding:
     def __init__(self, app: ASGIApp) -> None:
@@ -80,7 +81,7 @@ async def _http(scope: Scope, receive: Receive, send: Send, address: str, replic
         await _refuse(scope, receive, send, SessionMoving("the replica serving this session did not answer; try again"))
         return
     try:
-        headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP]
+        headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP and k.lower() not in _OWN]
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         async for chunk in response.aiter_raw():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -68,6 +68,7 @@ class Health(BaseModel):
     sessions: int
     kernels: dict[str, Any] = Field(description="ready (also per kernelspec), starting and in-use kernels")
     sandbox: dict[str, Any] = Field(description="the confinement in force for kernels")
+    replica: dict[str, Any] | None = Field(None, description="with a shared store: this replica's id, and whether its last heartbeat reached the store")
 
 
 class LanguageInfo(BaseModel):

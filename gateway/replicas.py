@@ -82,6 +82,7 @@ class Replicas:
         self._taking: dict[str, asyncio.Future[None]] = {}
         self._recorded: set[str] = set()  # sessions whose record says this replica holds them
         self._tasks: list[asyncio.Task[None]] = []
+        self._store_ok = True  # the last heartbeat reached the store
         # To other replicas; no read time-out: a forwarded execution streams while it runs.
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=3.0))
 
@@ -101,13 +102,19 @@ class Replicas:
             log.warning("store: replica %s not removed: %s", self.id, exc)
         await self.store.close()
 
+    def report(self) -> dict[str, Any]:
+        return {"id": self.id, "store": "reachable" if self._store_ok else "unreachable"}
+
     # -- this replica's remote kernels -------------------------------------------------
 
-    async def launched(self, kernel: Kernel) -> None:
-        """A remote kernel this replica started (LaunchOptions.on_remote_launch): in the
-        store from now until released, so it is shut down if this replica dies first."""
-        await self.store.add_kernel(kernel.manager.kernel_id, {"spec": kernel.spec_name, "saved": await handoff.saved(kernel)})
-        self._track(kernel)
+    async def launched(self, kernel: Kernel, reported: bool) -> None:
+        """A remote kernel this replica starts (LaunchOptions.on_remote_launch): in the
+        store from before its launch until released, so it is shut down if this replica
+        dies first; with what it takes to reach it once its engine reported it launched."""
+        saved = await handoff.saved(kernel) if reported else None
+        await self.store.add_kernel(kernel.manager.kernel_id, {"spec": kernel.spec_name, "kernel_id": kernel.manager.kernel_id, "saved": saved})
+        if not reported:
+            self._track(kernel)
 
     def _track(self, kernel: Kernel) -> None:
         kernel_id = kernel.manager.kernel_id
@@ -216,8 +223,8 @@ class Replicas:
             local = [k["spec"] for k in record.kernels if not k["remote"]]
             if local or not record.kernels:
                 raise SessionLost(
-                    f"the session ended: its {', '.join(local) or ''} kernel ran on the gateway replica that "
-                    "stopped, and its state went with it"
+                    f"the session ended: its {', '.join(local) or 'kernel'} kernel ran on the gateway replica "
+                    "that stopped, and its state went with it"
                 )
             for k in record.kernels:
                 kernels[k["spec"]] = await self._attach(k["spec"], k["saved"])
@@ -247,8 +254,12 @@ class Replicas:
                 except KernelStartFailed:  # gone already
                     await self.store.drop_kernel(k["saved"]["kernel_id"])
         await asyncio.gather(*(kernel.shutdown() for kernel in kernels.values()), return_exceptions=True)
-        reason = str(exc) if isinstance(exc, GatewayError) else "the session could not be taken over"
-        if not isinstance(exc, GatewayError):
+        if isinstance(exc, SessionLost):
+            reason = str(exc)
+        elif isinstance(exc, GatewayError):
+            reason = f"the session ended when its gateway replica stopped: {exc}"
+        else:
+            reason = "the session ended when its gateway replica stopped: it could not be taken over"
             log.error("session %s: takeover failed", session_id, exc_info=exc)
         await self.store.end(session_id, self.id, record.owner, reason)
         log.info("session %s: ended at takeover: %s", session_id, reason)
@@ -261,17 +272,27 @@ class Replicas:
             await asyncio.sleep(s.replica_heartbeat_s)
             try:
                 await self.store.beat(self.address, s.replica_ttl_s)
+                self._store_ok = True
                 await self._let_go_of_moved()
             except Exception as exc:
+                self._store_ok = False
                 log.warning("store: heartbeat failed: %s", exc)
 
     async def _let_go_of_moved(self) -> None:
         """A session another replica took over (this one was thought dead: its heartbeat
-        lapsed) is let go of here, its kernels left running for the new holder."""
+        lapsed) is let go of here, its kernels left running for the new holder. One the
+        store forgot (it restarted empty) is recorded again instead."""
         held = set(await self.store.held_by(self.id))
         for channel in self.registry:
             session_id = channel.session.id
-            if session_id in self._recorded and session_id not in held and session_id not in self._taking:
+            if session_id not in self._recorded or session_id in held or session_id in self._taking:
+                continue
+            record = await self.store.load(session_id)
+            if record is None:
+                await self.record(channel)
+                if channel.mirror is not None:  # seqs above this may have been sent
+                    await self.store.reserve(session_id, channel.mirror.reserved)
+            elif record.replica != self.id:
                 self._recorded.discard(session_id)
                 await self.registry.hand_over(session_id)
 
@@ -279,6 +300,9 @@ class Replicas:
         """A dead replica's remote kernels that no session took along (pooled, starting,
         being replaced): nobody else can reach them."""
         for k in await self.store.take_kernels(replica_id):
+            if k["saved"] is None:  # its launcher could not report back to the dead replica
+                await handoff.kill_unreported(k["spec"], k["kernel_id"], self._options_for(k["spec"]))
+                continue
             try:
                 kernel = await handoff.attach(k["spec"], k["saved"], self._options_for(k["spec"]))
             except KernelStartFailed:

@@ -41,6 +41,7 @@ async def health(rt: RuntimeDep) -> Health:
         sessions=len(rt.sessions),
         kernels=rt.pool.stats(),
         sandbox={**rt.sandbox.report(), "forked_kernels": rt.forks.report()},
+        replica=rt.replicas.report() if rt.replicas is not None else None,
     )
 
 

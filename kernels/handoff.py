@@ -10,6 +10,8 @@ description (`load_provisioner_info`). A local kernel is a child of its gateway'
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
@@ -20,6 +22,8 @@ from .errors import KernelStartFailed
 from .kernel import Kernel
 from .launch import LaunchOptions, zmq_context
 from .provisioner import GatewayKernelManager
+
+log = logging.getLogger(__name__)
 
 
 async def saved(kernel: Kernel) -> dict[str, Any]:
@@ -70,6 +74,40 @@ async def _reattach(kernel: Kernel, saved: dict[str, Any]) -> None:
     if await manager.provisioner.poll() is not None:
         raise KernelStartFailed(f"kernel {kernel.spec_name!r} is gone: its process has ended")
     await kernel.connect()
+
+
+async def kill_unreported(spec_name: str, kernel_id: str, options: LaunchOptions) -> bool:
+    """Kill a kernel whose launcher never reported back (its gateway died while it started):
+    nobody has its keys or its launcher's port. Only an engine that can find it by its id
+    can: gateway-provisioners' SSH provisioner, through its own SSH client, on each of the
+    spec's hosts. Returns whether it was asked to."""
+    if not re.fullmatch(r"[0-9a-f]{6,64}", kernel_id):
+        return False  # never ours: ids are hex, and go into a shell command below
+    manager = GatewayKernelManager(
+        options.local_host, kernel_spec_manager=options.kernelspecs or KernelSpecManager(),
+        kernel_name=spec_name, kernel_id=kernel_id,
+    )
+    factory = KernelProvisionerFactory.instance(parent=manager.parent)
+    provisioner = factory.create_provisioner_instance(kernel_id, manager.kernel_spec, parent=manager)
+    hosts, rsh = getattr(provisioner, "remote_hosts", None), getattr(provisioner, "_rsh", None)
+    if not hosts or rsh is None:
+        log.warning("kernel %s (%s): launched, never reported back; its engine must reclaim it", kernel_id, spec_name)
+        return False
+    # The bracket keeps the pattern from matching the remote shell running pkill itself.
+    command = f"pkill -KILL -f -- '--kernel-i[d] {kernel_id}'"
+    for host in hosts:
+        try:
+            await asyncio.to_thread(rsh, host, command)
+        except Exception as exc:
+            log.warning("kernel %s: could not be killed on %s: %s", kernel_id, host, exc)
+    log.info("kernel %s (%s): launched, never reported back: killed on %s", kernel_id, spec_name, ", ".join(hosts))
+    return True
+
+
+async def hand_off(kernel: Kernel) -> None:
+    """Disconnect and leave the process running: another gateway has it now."""
+    await kernel.disconnect()
+    await kernel.released()
 
 
 def _jsonable(info: dict[str, Any]) -> dict[str, Any]:

@@ -79,8 +79,7 @@ class Kernel:
         self.subshell: asyncio.Task[str | None] | None = None
         self.taps: list[Callable[[dict[str, Any]], None]] = []  # see every message
         self.on_death: list[Callable[[], None]] = []  # called once if the process dies
-        # Awaited when this gateway is done with the process: shut down, or handed off.
-        self.on_release: list[Callable[[], Awaitable[None]]] = []
+        self.on_release: list[Callable[[], Awaitable[None]]] = []  # done with: shut down or handed off
         self.remote = False  # placed elsewhere by an engine (remote.py)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -119,9 +118,12 @@ class Kernel:
         if self.remote:
             env = remote.launch_env(env, options.remote)
             self.manager.transport_encryption = remote.encryption_policy(options.remote)
+        told = options.on_remote_launch if self.remote else None
+        if told is not None:
+            await told(self, False)
         await self.manager.start_kernel(env=env, cwd=options.cwd, extra_arguments=options.extra_arguments)
-        if self.remote and options.on_remote_launch is not None:
-            await options.on_remote_launch(self)
+        if told is not None:
+            await told(self, True)
         await self.connect()
         # Before any code runs, none of ours, none of theirs (ConfinedProvisioner.kernel_ready).
         if (ready := getattr(self.manager.provisioner, "kernel_ready", None)) is not None:
@@ -212,20 +214,14 @@ class Kernel:
                 await self.manager.cleanup_resources()
         except Exception:  # the process may be gone already; cleanup must go on
             log.exception("kernel %s: shutdown failed", self.name)
-        await self._released()
+        await self.released()
 
-    async def hand_off(self) -> None:
-        """Disconnect and leave the process running: another gateway has it now."""
-        await self.disconnect()
-        await self._released()
-
-    async def _released(self) -> None:
+    async def released(self) -> None:
+        """This gateway is done with the process (shut down, or handed off): its hooks."""
         hooks, self.on_release = self.on_release, []
-        for hook in hooks:
-            try:
-                await hook()
-            except Exception:
-                log.exception("kernel %s: a release hook failed", self.name)
+        for failed in await asyncio.gather(*(hook() for hook in hooks), return_exceptions=True):
+            if isinstance(failed, Exception):
+                log.warning("kernel %s: a release hook failed: %s", self.name, failed)
 
     async def disconnect(self) -> None:
         """Stop reading and close the sockets; the process is left as it is."""

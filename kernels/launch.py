@@ -34,9 +34,9 @@ class LaunchOptions:
     # millisecond of CPU per start. It reads the spec from disk every time.
     kernelspecs: KernelSpecManager | None = None
     remote: RemoteConfig = field(default_factory=RemoteConfig)  # for kernels placed elsewhere
-    # Told of a remote kernel as soon as its engine reports it launched, before it is ready:
-    # from then on it can be reached (and shut down) from anywhere.
-    on_remote_launch: Callable[[Kernel], Awaitable[None]] | None = None
+    # Told of a remote kernel before its launch (False) and once its engine reports it
+    # launched (True), before it is ready: from then on it can be reached from anywhere.
+    on_remote_launch: Callable[[Kernel, bool], Awaitable[None]] | None = None
 
 
 @functools.cache

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from . import handoff
 from .errors import CapacityExceeded, KernelStartFailed
 from .kernel import Kernel
 from .launch import LaunchOptions
@@ -153,7 +154,7 @@ class KernelPool:
     def let_go(self, kernel: Kernel) -> None:
         """The taker hands the kernel to another gateway: disconnect from it, leave it running."""
         self.in_use -= 1
-        self._spawn(self._stopping, kernel.hand_off())
+        self._spawn(self._stopping, handoff.hand_off(kernel))
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -81,8 +81,7 @@ def test_kernel_pods_reach_only_the_gateway_and_only_it_reaches_them() -> None:
         assert peers and all(p["podSelector"]["matchLabels"] == gateway for p in peers)
     [egress] = policy["spec"]["egress"]
     assert egress["ports"] == [{"protocol": "TCP", "port": 8877}]  # the response port alone
-    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
-    assert deployment["spec"]["template"]["metadata"]["labels"] == gateway
+    assert _gateway(docs)["spec"]["template"]["metadata"]["labels"] == gateway
 
 
 def test_the_gateway_may_manage_pods_of_the_kernels_namespace_and_nothing_else() -> None:
@@ -91,7 +90,39 @@ def test_the_gateway_may_manage_pods_of_the_kernels_namespace_and_nothing_else()
     assert role["metadata"]["namespace"] == "icotes-kernels"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "watch", "delete"]}]
     assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
-    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = _env(_gateway(docs))
     assert env["GP_NAMESPACE"]["value"] == role["metadata"]["namespace"]
-    assert env["GP_RESPONSE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["GP_RESPONSE_IP"]["value"] == "$(POD_IP)"
+
+
+def test_replicas_share_a_store_only_they_reach() -> None:
+    docs = _manifests()
+    gateway = _gateway(docs)
+    assert gateway["spec"]["replicas"] >= 2
+    env = _env(gateway)
+    names = list(env)
+    # $(VAR) is expanded only from variables defined before it
+    for name, uses in (("GATEWAY_STORE_URL", "REDIS_PASSWORD"), ("GATEWAY_REPLICA_ADDRESS", "POD_IP"), ("GP_RESPONSE_IP", "POD_IP")):
+        assert f"$({uses})" in env[name]["value"] and names.index(uses) < names.index(name)
+    assert env["GATEWAY_STORE_URL"]["value"].endswith("@icotes-store:6379/0")
+    assert env["GATEWAY_STORE_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "store-secret"
+    [store] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "icotes-store"]
+    [redis] = store["spec"]["template"]["spec"]["containers"]
+    assert redis["args"][:2] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    [service] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "icotes-store"]
+    assert service["spec"]["selector"] == store["spec"]["template"]["metadata"]["labels"]
+    [policy] = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "store-only-from-the-gateway"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == service["spec"]["selector"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": gateway["spec"]["template"]["metadata"]["labels"]}}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
+
+
+def _gateway(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    [deployment] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "icotes-gateway"]
+    return deployment
+
+
+def _env(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}

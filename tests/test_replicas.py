@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -108,6 +110,8 @@ def _delete(replica: GatewayServer, session_id: str) -> None:
 
 async def test_any_replica_serves_a_session_over_every_surface(cluster: Cluster) -> None:
     a, b = cluster.replicas
+    ids = {r.health()["replica"]["id"] for r in (a, b)}
+    assert len(ids) == 2 and all(r.health()["replica"]["store"] == "reachable" for r in (a, b))
     sid = _session(a, "python")  # a local kernel of a's: only a can run it, b forwards
     try:
         assert _run(b, sid, "x = 40; print(x + 2)")["output"] == ["42"]
@@ -252,6 +256,73 @@ async def test_a_killed_replicas_remote_sessions_go_on_elsewhere(cluster: Cluste
             await asyncio.wait_for(ws.recv(), 10)
         assert closed.value.rcvd.code == 4410
     _delete(b, remote)
+
+
+async def test_a_replica_only_paused_lets_go_of_what_was_taken_over(cluster: Cluster, store: Redis) -> None:
+    """SIGSTOP a replica past its heartbeat's time to live: another takes its session over.
+    When it runs again it lets go (its socket closed 4409) and leaves the kernel running."""
+    a, b = cluster.replicas
+    sid = _session(a)
+    b_id = b.health()["replica"]["id"]
+    conn = redis.Redis.from_url(store.url)
+    try:
+        async with connect(a, f"/ws?session_id={sid}", additional_headers=AUTH) as client:
+            before = result_of(await client.run("import os\nprint(os.getpid())"))["output"]
+            a.proc.send_signal(signal.SIGSTOP)
+            try:
+                deadline = time.monotonic() + 20
+                while conn.hget(f"icg:session:{sid}", "replica") != b_id.encode():
+                    assert time.monotonic() < deadline, "the paused replica's session was not taken over"
+                    await asyncio.sleep(0.1)
+            finally:
+                a.proc.send_signal(signal.SIGCONT)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await client.until(lambda f: False, timeout=15)
+            assert closed.value.rcvd.code == 4409
+        moved = await _reconnect(b, sid, None, deadline_s=15)
+        async with moved.ws:
+            after = result_of(await moved.run("print(os.getpid())", id="after"))["output"]
+        assert after == before  # the same kernel process: the paused replica did not stop it
+        assert httpx.get(f"{a.url}/sessions/{sid}", headers=AUTH, timeout=30).status_code == 200  # forwarded to b
+    finally:
+        conn.close()
+        _delete(b, sid)
+
+
+def test_a_kernel_still_launching_when_its_replica_dies_is_killed(cluster: Cluster, ssh_host: SshHost, store: Redis) -> None:
+    """Its launcher reports to the replica that started it, which is dead: nobody ever gets
+    its keys. Another replica finds it in the store and has the engine kill it by its id."""
+    doomed = GatewayServer(
+        env=ssh_host.gateway_env(free_port()), store_url=store.url, store_secret=SECRET, tokens={"alice": ALICE},
+        pool_size=1, kernel_uid_base=95000, kernelspec_dirs=[str(ssh_host.specs)], languages={"ssh": SPEC},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (launched := re.search(r"kernel launched\..*Kernel ID: ([0-9a-f]+)", doomed.log())):
+            assert time.monotonic() < deadline, "the pool's remote kernel was not launched"
+            time.sleep(0.02)
+        # Stopped before it reads the launcher's report (the launcher takes a second to make
+        # one), then killed: the report is never read.
+        doomed.proc.send_signal(signal.SIGSTOP)
+        kernel_id = launched.group(1)
+        doomed.proc.kill()
+        doomed.proc.wait(timeout=10)
+    finally:
+        doomed.stop()
+    deadline = time.monotonic() + 30
+    while not _launched_on_host(ssh_host, kernel_id):  # it goes on starting on the host...
+        assert time.monotonic() < deadline, "the launcher did not run on the host"
+        time.sleep(0.05)
+    deadline = time.monotonic() + 30
+    while _launched_on_host(ssh_host, kernel_id):  # ...until another replica has it killed
+        assert time.monotonic() < deadline, f"kernel {kernel_id} still runs on the host"
+        time.sleep(0.2)
+    # ...by the engine, by its id: nobody could reach its launcher
+    assert any(f"kernel {kernel_id} (ssh_python): launched, never reported back" in r.log() for r in cluster.replicas)
+
+
+def _launched_on_host(host: SshHost, kernel_id: str) -> bool:
+    return any(kernel_id in line for line in host.describe(host.processes()))
 
 
 async def _reconnect(via: Any, session_id: str, last_seq: int | None, deadline_s: float) -> Client:

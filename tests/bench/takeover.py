@@ -5,6 +5,8 @@ which is then SIGKILLed. Each session's client reconnects to the other replica (
 `last_seq`, retrying while the session moves) and runs `x`: the time from the kill to that
 result, per session. Beside it, what the client would pay without takeover: a new session on
 the SSH host to its first result (its state gone). Rounds alternate which replica dies.
+Also: warm `1+1` on a local kernel of a replica with the store on (every frame kept in Redis
+too), to set beside row 1's gateway without it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ async def takeover_rows(sessions: int, rounds: int) -> dict[str, Any]:
 
     try:
         replicas = [replica(), replica()]
+        warm = await _warm_p50_ms(replicas[0], runs=500)
         answered: list[float] = []
         for n in range(rounds):
             doomed, survivor = replicas[n % 2], replicas[1 - n % 2]
@@ -53,6 +56,7 @@ async def takeover_rows(sessions: int, rounds: int) -> dict[str, Any]:
             "answered_ms": {"p50": statistics.median(answered) * 1000, "max": max(answered) * 1000},
             "new_session_ms": new_session,
             "sessions": len(answered),
+            "warm_p50_ms_with_store": warm,
         }
     finally:
         for r in replicas:
@@ -102,6 +106,19 @@ async def _run(ws: Any, code: str, rid: str) -> int:
             if frame["status"] != "ok":
                 raise RuntimeError(f"{code!r}: {frame}")
             return frame["seq"]
+
+
+async def _warm_p50_ms(replica: servers.Server, runs: int) -> float:
+    session = await OursSession.open(replica.ws_url, language="python")
+    times = []
+    try:
+        for _ in range(runs):
+            start = time.perf_counter()
+            await session.run("1+1")
+            times.append(time.perf_counter() - start)
+    finally:
+        await session.close()
+    return statistics.median(times) * 1000
 
 
 async def _new_session_ms(replica: servers.Server, runs: int) -> float:
