@@ -26,6 +26,7 @@ from kernels import handoff
 from kernels.errors import GatewayError, KernelStartFailed, SessionLost, SessionMoving
 from kernels.kernel import Kernel
 from kernels.launch import LaunchOptions
+from kernels.session import SessionState
 
 from .access import FORWARDED, forwarded_mark
 from .channel import SessionChannel
@@ -111,8 +112,12 @@ class Replicas:
         """A remote kernel this replica starts (LaunchOptions.on_remote_launch): in the
         store from before its launch until released, so it is shut down if this replica
         dies first; with what it takes to reach it once its engine reported it launched."""
+        kernel_id = kernel.manager.kernel_id
         saved = await handoff.saved(kernel) if reported else None
-        await self.store.add_kernel(kernel.manager.kernel_id, {"spec": kernel.spec_name, "kernel_id": kernel.manager.kernel_id, "saved": saved})
+        try:
+            await self.store.add_kernel(kernel_id, {"spec": kernel.spec_name, "kernel_id": kernel_id, "saved": saved})
+        except Exception as exc:  # the kernel starts anyway; only its clean-up after a crash is lost
+            log.warning("store: kernel %s not recorded: %s", kernel_id, exc)
         if not reported:
             self._track(kernel)
 
@@ -142,7 +147,7 @@ class Replicas:
                 saved = await handoff.saved(kernel) if kernel.remote else None
                 kernels.append({"spec": spec_name, "remote": kernel.remote, "saved": saved})
         record = SessionRecord(channel.owner, self.id, session.spec_name, channel.owned_by_socket, 0, kernels)
-        if session.state.value != "closed":
+        if session.state is not SessionState.CLOSED:
             await self.store.save(session.id, record)
             self._recorded.add(session.id)
 
