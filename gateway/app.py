@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings)
         app.state.runtime = runtime
-        app.state.notebook_sessions = jupyter_sessions.NotebookSessions()
+        app.state.notebook_sessions = jupyter_sessions.NotebookSessions(runtime.replicas.store if runtime.replicas else None)
         app.state.jupyter_clients = JupyterClients(Limits(
             kernel_bytes=settings.jupyter_queue_bytes, gateway_bytes=settings.jupyter_gateway_queue_bytes,
             sockets_per_kernel=settings.jupyter_sockets_per_kernel, sockets_per_client=settings.jupyter_sockets_per_client,

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import websockets
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kernels.errors import GatewayError, SessionMoving
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway")
 
 _PATHS = (re.compile(r"^/sessions/([^/]+)"), re.compile(r"^/api/kernels/([^/]+)"))
+_NOTEBOOK = re.compile(r"^/api/sessions/([^/]+)$")
 # Hop-by-hop headers (RFC 9110 7.6.1), and those the proxy's own client sets (Host: the
 # replica forwarded to does not check it, see above).
 _HOP = frozenset({
@@ -43,9 +45,20 @@ _HOP = frozenset({
 
 _OWN = frozenset({b"date", b"server"})  # response headers this replica's server sets itself
 
+
 class Forwarding:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+
+    async def _where(self, scope: Scope, session_id: str | None, replicas: Replicas) -> str | None:
+        """The address of the replica to forward to; None: serve here."""
+        if session_id is None and (notebook := _NOTEBOOK.match(scope["path"])) is not None:
+            # A Jupyter session is served where its kernel is.
+            session_id = await scope["app"].state.notebook_sessions.kernel_of(notebook.group(1))
+        if session_id is None or session_id in replicas.registry:
+            return None
+        principal = scope.get("state", {}).get("principal", "")
+        return await replicas.locate(session_id, principal, is_forwarded(scope, replicas.mark))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         replicas: Replicas | None = getattr(scope["app"].state.runtime, "replicas", None) \
@@ -54,14 +67,14 @@ class Forwarding:
             await self.app(scope, receive, send)
             return
         session_id, receive = await _session_of(scope, receive)
-        if session_id is None or session_id in replicas.registry:
-            await self.app(scope, receive, send)
-            return
-        forwarded = is_forwarded(scope, replicas.mark)
         try:
-            address = await replicas.locate(session_id, scope.get("state", {}).get("principal", ""), forwarded)
+            address = await self._where(scope, session_id, replicas)
         except GatewayError as exc:
             await _refuse(scope, receive, send, exc)
+            return
+        except RedisError as exc:
+            log.warning("store: unreachable while looking for where to serve %s: %s", scope["path"], exc)
+            await _refuse(scope, receive, send, SessionMoving("the replicas' session store is unreachable; try again"))
             return
         if address is None:  # here now (taken over), or nowhere: the route says which
             await self.app(scope, receive, send)

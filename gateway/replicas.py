@@ -82,6 +82,7 @@ class Replicas:
         self._options_for = options_for
         self._taking: dict[str, asyncio.Future[None]] = {}
         self._recorded: set[str] = set()  # sessions whose record says this replica holds them
+        self._kernels: dict[str, dict[str, Any]] = {}  # its remote kernels' entries in the store
         self._tasks: list[asyncio.Task[None]] = []
         self._store_ok = True  # the last heartbeat reached the store
         # To other replicas; no read time-out: a forwarded execution streams while it runs.
@@ -114,21 +115,31 @@ class Replicas:
         dies first; with what it takes to reach it once its engine reported it launched."""
         kernel_id = kernel.manager.kernel_id
         saved = await handoff.saved(kernel) if reported else None
-        try:
-            await self.store.add_kernel(kernel_id, {"spec": kernel.spec_name, "kernel_id": kernel_id, "saved": saved})
-        except Exception as exc:  # the kernel starts anyway; only its clean-up after a crash is lost
-            log.warning("store: kernel %s not recorded: %s", kernel_id, exc)
+        entry = self._kernels[kernel_id] = {"spec": kernel.spec_name, "kernel_id": kernel_id, "saved": saved}
         if not reported:
-            self._track(kernel)
-
-    def _track(self, kernel: Kernel) -> None:
-        kernel_id = kernel.manager.kernel_id
-        kernel.on_release.append(lambda: self.store.drop_kernel(kernel_id))
+            kernel.on_release.append(lambda: self._forget_kernel(kernel_id))
+        try:
+            await self.store.add_kernels({kernel_id: entry})
+        except Exception as exc:  # the kernel starts anyway (the next heartbeat records it)
+            log.warning("store: kernel %s not recorded: %s", kernel_id, exc)
 
     async def _attach(self, spec_name: str, saved: dict[str, Any]) -> Kernel:
+        """A kernel taken over; the claim moved its entry in the store to this replica's."""
         kernel = await handoff.attach(spec_name, saved, self._options_for(spec_name))
-        self._track(kernel)
+        kernel_id = kernel.manager.kernel_id
+        self._kernels[kernel_id] = {"spec": spec_name, "kernel_id": kernel_id, "saved": saved}
+        kernel.on_release.append(lambda: self._forget_kernel(kernel_id))
         return kernel
+
+    async def _forget_kernel(self, kernel_id: str) -> None:
+        self._kernels.pop(kernel_id, None)
+        await self.store.drop_kernel(kernel_id)
+
+    async def _record_kernels(self) -> None:
+        """Write this replica's remote kernels again when the store lacks some (it
+        restarted empty, or was down at a launch)."""
+        if self._kernels and await self.store.kernel_count() < len(self._kernels):
+            await self.store.add_kernels(dict(self._kernels))
 
     # -- this replica's sessions -------------------------------------------------------
 
@@ -183,28 +194,29 @@ class Replicas:
 
     async def listed_elsewhere(self, conn: HTTPConnection, owner: str, path: str) -> list[dict[str, Any]]:
         """The caller's sessions other live replicas hold, each as its replica describes it
-        at `path` (`{}`: the session id), asked with the caller's own token."""
+        at `path` (`{}`: the session id)."""
+        ids = [sid for sid in await self.store.owned_by(owner) if sid not in self.registry]
+        found = await asyncio.gather(*(self.describe_elsewhere(conn, sid, path.format(sid)) for sid in ids))
+        return [model for model in found if model is not None]
+
+    async def describe_elsewhere(self, conn: HTTPConnection, session_id: str, path: str) -> dict[str, Any] | None:
+        """What the live replica holding the session answers at `path`, asked with the
+        caller's own token; None when no live replica holds it."""
+        record = await self.store.load(session_id)
+        if record is None or record.ended is not None or record.replica == self.id:
+            return None
+        address = await self.store.address_of(record.replica)
+        if address is None:  # dead: the sweep takes it over in a moment
+            return None
         headers = {FORWARDED.decode(): self.mark}
         if (auth := conn.headers.get("authorization")) is not None:
             headers["authorization"] = auth
         params = {"token": conn.query_params["token"]} if "token" in conn.query_params else None
-
-        async def describe(session_id: str) -> dict[str, Any] | None:
-            record = await self.store.load(session_id)
-            if record is None or record.ended is not None or record.replica == self.id:
-                return None
-            address = await self.store.address_of(record.replica)
-            if address is None:  # dead: the sweep takes it over in a moment
-                return None
-            try:
-                answer = await self.http.get(address + path.format(session_id), headers=headers, params=params, timeout=5)
-            except httpx.HTTPError:
-                return None
-            return answer.json() if answer.status_code == 200 else None
-
-        ids = [sid for sid in await self.store.owned_by(owner) if sid not in self.registry]
-        found = await asyncio.gather(*(describe(sid) for sid in ids))
-        return [model for model in found if model is not None]
+        try:
+            answer = await self.http.get(address + path, headers=headers, params=params, timeout=5)
+        except httpx.HTTPError:
+            return None
+        return answer.json() if answer.status_code == 200 else None
 
     # -- takeover ----------------------------------------------------------------------
 
@@ -279,6 +291,7 @@ class Replicas:
                 await self.store.beat(self.address, s.replica_ttl_s)
                 self._store_ok = True
                 await self._let_go_of_moved()
+                await self._record_kernels()
             except Exception as exc:
                 self._store_ok = False
                 log.warning("store: heartbeat failed: %s", exc)

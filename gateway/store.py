@@ -13,6 +13,8 @@ Keys, all under `icg:`:
 - `held:<replica id>`: the sessions a replica holds; `owned:<owner>`: a client's sessions;
   `sessions`: every live session.
 - `frames:<id>`: the session's frames, a stream with entry ids `0-<seq>`, bounded.
+- `notebook:<id>`: a Jupyter session (`/api/sessions`: a notebook's path bound to a kernel,
+  which is one of our sessions), as JSON; `notebooks:<owner>`: a client's.
 - `kernels:<replica id>`: every remote kernel a replica has (pooled, starting, in its
   sessions), kernel id -> sealed handoff info, recorded as soon as the engine reports it
   launched. A claim moves the session's kernels to the claimer's; what is left when a dead
@@ -109,8 +111,14 @@ class Store:
     async def forget_replica(self, replica_id: str) -> None:
         await self._redis.srem(_P + "replicas", replica_id)
 
-    async def add_kernel(self, kernel_id: str, info: dict[str, Any]) -> None:
-        await self._redis.hset(_P + "kernels:" + self.replica_id, kernel_id, self._seal(kernel_id, info))
+    async def add_kernels(self, kernels: dict[str, dict[str, Any]]) -> None:
+        """This replica's remote kernels, by id: what it takes to reach each."""
+        if kernels:
+            sealed = {kernel_id: self._seal(kernel_id, info) for kernel_id, info in kernels.items()}
+            await self._redis.hset(_P + "kernels:" + self.replica_id, mapping=sealed)
+
+    async def kernel_count(self) -> int:
+        return int(await self._redis.hlen(_P + "kernels:" + self.replica_id))
 
     async def drop_kernel(self, kernel_id: str) -> None:
         await self._redis.hdel(_P + "kernels:" + self.replica_id, kernel_id)
@@ -188,6 +196,29 @@ class Store:
         """No frame of the session will have a seq above `seq` unless this is raised first:
         a replica taking the session over continues above it."""
         await self._redis.hset(_P + "session:" + session_id, "seq_reserved", seq)
+
+    # -- Jupyter's notebook sessions ------------------------------------------------------
+
+    async def save_notebook(self, notebook_id: str, owner: str, text: str) -> None:
+        pipe = self._redis.pipeline()
+        pipe.set(_P + "notebook:" + notebook_id, text)
+        pipe.sadd(_P + "notebooks:" + owner, notebook_id)
+        await pipe.execute()
+
+    async def notebook(self, notebook_id: str) -> str | None:
+        found = await self._redis.get(_P + "notebook:" + notebook_id)
+        return found.decode() if found is not None else None
+
+    async def notebooks_of(self, owner: str) -> list[str]:
+        ids = [i.decode() for i in await self._redis.smembers(_P + "notebooks:" + owner)]
+        found = await self._redis.mget([_P + "notebook:" + i for i in ids]) if ids else []
+        return [f.decode() for f in found if f is not None]
+
+    async def drop_notebook(self, notebook_id: str, owner: str) -> None:
+        pipe = self._redis.pipeline()
+        pipe.delete(_P + "notebook:" + notebook_id)
+        pipe.srem(_P + "notebooks:" + owner, notebook_id)
+        await pipe.execute()
 
     # -- frames ------------------------------------------------------------------------
 

@@ -160,6 +160,30 @@ async def _jupyter_execute(replica: GatewayServer, kernel_id: str, code: str) ->
                     return text
 
 
+def test_jupyter_sessions_are_the_same_at_every_replica(cluster: Cluster) -> None:
+    """`/api/sessions` (JupyterLab's notebook path -> kernel) is one set across replicas."""
+    a, b = cluster.replicas
+    body = {"path": "work/analysis.ipynb", "type": "notebook", "name": "analysis", "kernel": {"name": "python3"}}
+    made = httpx.post(f"{a.url}/api/sessions", json=body, headers=AUTH, timeout=60)
+    assert made.status_code == 201, made.text
+    session = made.json()
+    try:
+        listed = httpx.get(f"{b.url}/api/sessions", headers=AUTH, timeout=30).json()
+        assert [(s["id"], s["kernel"]["id"]) for s in listed] == [(session["id"], session["kernel"]["id"])]
+        again = httpx.post(f"{b.url}/api/sessions", json=body, headers=AUTH, timeout=60)
+        assert again.status_code == 201 and again.json()["id"] == session["id"]  # one session per path
+        renamed = httpx.patch(f"{b.url}/api/sessions/{session['id']}", json={"name": "renamed"}, headers=AUTH, timeout=30)
+        assert renamed.status_code == 200 and renamed.json()["name"] == "renamed"
+        assert httpx.get(f"{a.url}/api/sessions/{session['id']}", headers=AUTH).json()["name"] == "renamed"
+        bob = {"Authorization": f"Bearer {BOB}"}
+        assert httpx.get(f"{b.url}/api/sessions/{session['id']}", headers=bob).status_code == 404
+        assert httpx.get(f"{b.url}/api/sessions", headers=bob).json() == []
+    finally:
+        assert httpx.delete(f"{b.url}/api/sessions/{session['id']}", headers=AUTH, timeout=30).status_code == 204
+    assert httpx.get(f"{a.url}/api/sessions", headers=AUTH).json() == []
+    assert httpx.get(f"{a.url}/api/kernels/{session['kernel']['id']}", headers=AUTH).status_code == 404  # its kernel went too
+
+
 def test_forwarding_keeps_every_access_rule(cluster: Cluster) -> None:
     a, b = cluster.replicas
     sid = _session(a, "python")
@@ -225,6 +249,32 @@ from ipykernel.kernelapp import IPKernelApp
 info = json.load(open(IPKernelApp.instance().connection_file))
 print(info["key"]); print(info["curve_secretkey"])
 """
+
+
+def test_an_outage_of_the_store_costs_only_what_needs_it(cluster: Cluster, store: Redis) -> None:
+    """Redis killed: a replica serves its own sessions on, others answer 503 for them (a
+    clear error, no traceback); Redis back, empty: the sessions are recorded again."""
+    a, b = cluster.replicas
+    sid = _session(a, "python")
+    try:
+        store.kill()
+        try:
+            assert _run(a, sid, "print('still here')")["output"] == ["still here"]
+            refused = httpx.get(f"{b.url}/sessions/{sid}", headers=AUTH, timeout=30)
+            assert refused.status_code == 503 and "store is unreachable" in refused.json()["detail"]
+            deadline = time.monotonic() + 10
+            while a.health()["replica"]["store"] != "unreachable":
+                assert time.monotonic() < deadline, "/health does not say the store is unreachable"
+                time.sleep(0.1)
+        finally:
+            store.start()
+        deadline = time.monotonic() + 15
+        while (found := httpx.get(f"{b.url}/sessions/{sid}", headers=AUTH, timeout=30)).status_code != 200:
+            assert time.monotonic() < deadline, f"the session was not recorded again: {found.text}"
+            time.sleep(0.2)
+        assert _run(b, sid, "print('and through b')")["output"] == ["and through b"]
+    finally:
+        _delete(a, sid)
 
 
 async def test_a_killed_replicas_remote_sessions_go_on_elsewhere(cluster: Cluster) -> None:
