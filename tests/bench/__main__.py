@@ -505,7 +505,7 @@ def table(r: dict[str, Any]) -> str:
         rows.append(("10 replica SIGKILL -> its sessions answer, p50 (ms)", t["answered_ms"]["p50"], None, None))
         rows.append(("10 ... slowest of its sessions (ms)", t["answered_ms"]["max"], None, None))
         rows.append(("10 ... vs a new SSH session (state lost) (ms)", t["new_session_ms"], None, None))
-        rows.append(("10 warm 1+1 p50, store on (ms) [raw: row 1 ours]", t["warm_p50_ms_with_store"], w["ours"]["p50_ms"], None))
+        rows.append(("10 warm 1+1 p50, store on (ms) [raw: store off]", t["warm_p50_ms"]["store_on"], t["warm_p50_ms"]["store_off"], None))
     head = f"| {'measure':48} | {'ours':>9} | {'raw jc':>9} | {'kernel gw':>9} | {'ours/raw':>8} | {'ours/kg':>8} |"
     lines = [head, "|" + "|".join("-" * (len(c) ) for c in head.split("|")[1:-1]) + "|"]
     for name, ours, raw, kg in rows:

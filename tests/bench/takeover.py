@@ -6,7 +6,7 @@ which is then SIGKILLed. Each session's client reconnects to the other replica (
 result, per session. Beside it, what the client would pay without takeover: a new session on
 the SSH host to its first result (its state gone). Rounds alternate which replica dies.
 Also: warm `1+1` on a local kernel of a replica with the store on (every frame kept in Redis
-too), to set beside row 1's gateway without it.
+too) beside a gateway with it off, in alternating blocks.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ async def takeover_rows(sessions: int, rounds: int) -> dict[str, Any]:
 
     try:
         replicas = [replica(), replica()]
-        warm = await _warm_p50_ms(replicas[0], runs=500)
+        warm = await _store_on_and_off(replicas[0])
         answered: list[float] = []
         for n in range(rounds):
             doomed, survivor = replicas[n % 2], replicas[1 - n % 2]
@@ -56,7 +56,7 @@ async def takeover_rows(sessions: int, rounds: int) -> dict[str, Any]:
             "answered_ms": {"p50": statistics.median(answered) * 1000, "max": max(answered) * 1000},
             "new_session_ms": new_session,
             "sessions": len(answered),
-            "warm_p50_ms_with_store": warm,
+            "warm_p50_ms": warm,
         }
     finally:
         for r in replicas:
@@ -108,17 +108,26 @@ async def _run(ws: Any, code: str, rid: str) -> int:
             return frame["seq"]
 
 
-async def _warm_p50_ms(replica: servers.Server, runs: int) -> float:
-    session = await OursSession.open(replica.ws_url, language="python")
-    times = []
+async def _store_on_and_off(replica: servers.Server, blocks: int = 6, runs: int = 200) -> dict[str, float]:
+    """Warm `1+1` p50 on the replica and on a gateway without a store, taking turns."""
+    alone = servers.ours(pool_size=1)
     try:
-        for _ in range(runs):
-            start = time.perf_counter()
-            await session.run("1+1")
-            times.append(time.perf_counter() - start)
+        sessions = {
+            "store_on": await OursSession.open(replica.ws_url, language="python"),
+            "store_off": await OursSession.open(alone.ws_url, language="python"),
+        }
+        times: dict[str, list[float]] = {name: [] for name in sessions}
+        for block in range(blocks):
+            for name in sorted(sessions, reverse=block % 2 == 1):
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    await sessions[name].run("1+1")
+                    times[name].append(time.perf_counter() - start)
+        for session in sessions.values():
+            await session.close()
     finally:
-        await session.close()
-    return statistics.median(times) * 1000
+        alone.stop()
+    return {name: statistics.median(t) * 1000 for name, t in times.items()}
 
 
 async def _new_session_ms(replica: servers.Server, runs: int) -> float:
