@@ -163,8 +163,10 @@ class Replicas:
             self._recorded.add(session.id)
 
     async def ended(self, channel: SessionChannel) -> None:
-        self._recorded.discard(channel.session.id)
-        await self.store.end(channel.session.id, self.id, channel.owner, None)
+        """The session was closed here: out of the store (unless the store ended it first)."""
+        if channel.session.id in self._recorded:
+            self._recorded.discard(channel.session.id)
+            await self.store.end(channel.session.id, self.id, channel.owner, None)
 
     async def sessions_of(self, owner: str) -> int:
         return await self.store.sessions_of(owner)
@@ -298,8 +300,9 @@ class Replicas:
 
     async def _let_go_of_moved(self) -> None:
         """A session another replica took over (this one was thought dead: its heartbeat
-        lapsed) is let go of here, its kernels left running for the new holder. One the
-        store forgot (it restarted empty) is recorded again instead."""
+        lapsed) is let go of here, its kernels left running for the new holder; one it
+        ended (its kernels were this replica's own) is closed here. One the store forgot
+        (it restarted empty) is recorded again instead."""
         held = set(await self.store.held_by(self.id))
         for channel in self.registry:
             session_id = channel.session.id
@@ -310,6 +313,9 @@ class Replicas:
                 await self.record(channel)
                 if channel.mirror is not None:  # seqs above this may have been sent
                     await self.store.reserve(session_id, channel.mirror.reserved)
+            elif record.ended is not None:  # ended by the claimer: its local kernels go here
+                self._recorded.discard(session_id)
+                await self.registry.close(session_id, record.ended)
             elif record.replica != self.id:
                 self._recorded.discard(session_id)
                 await self.registry.hand_over(session_id)

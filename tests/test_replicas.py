@@ -19,7 +19,7 @@ import pytest
 import redis
 import websockets
 
-from .conftest import Client, GatewayServer, connect, free_port, result_of
+from .conftest import WHOAMI, Client, GatewayServer, connect, free_port, result_of, wait_gone
 from .services import Haproxy, Redis
 from .ssh_host import SPEC, SshHost
 from .test_remote import _kernel_python
@@ -310,9 +310,12 @@ async def test_a_killed_replicas_remote_sessions_go_on_elsewhere(cluster: Cluste
 
 async def test_a_replica_only_paused_lets_go_of_what_was_taken_over(cluster: Cluster, store: Redis) -> None:
     """SIGSTOP a replica past its heartbeat's time to live: another takes its session over.
-    When it runs again it lets go (its socket closed 4409) and leaves the kernel running."""
+    When it runs again it lets go (its socket closed 4409) and leaves the kernel running;
+    a session of its own local kernel, which the other ended, it closes, kernel and all."""
     a, b = cluster.replicas
     sid = _session(a)
+    local = _session(a, "python")
+    connection_file = _run(a, local, WHOAMI)["output"][0]
     b_id = b.health()["replica"]["id"]
     conn = redis.Redis.from_url(store.url)
     try:
@@ -334,6 +337,8 @@ async def test_a_replica_only_paused_lets_go_of_what_was_taken_over(cluster: Clu
             after = result_of(await moved.run("print(os.getpid())", id="after"))["output"]
         assert after == before  # the same kernel process: the paused replica did not stop it
         assert httpx.get(f"{a.url}/sessions/{sid}", headers=AUTH, timeout=30).status_code == 200  # forwarded to b
+        await wait_gone(connection_file)
+        assert httpx.get(f"{a.url}/sessions/{local}", headers=AUTH, timeout=30).status_code == 410
     finally:
         conn.close()
         _delete(b, sid)
