@@ -30,6 +30,7 @@ from kernels.session import SessionState
 
 from .access import FORWARDED, forwarded_mark
 from .channel import SessionChannel
+from .heartbeat import Heartbeat
 from .protocol import LostRange, StatusFrame
 from .registry import SessionRegistry
 from .settings import Settings
@@ -38,6 +39,7 @@ from .store import SessionRecord, Store
 log = logging.getLogger("gateway")
 
 _RESERVE = 256  # seqs reserved in the store at a time, ahead of the frames published
+_LAUNCH_RECORD_S = 1.0  # the longest a launch, or a frame, waits for the store
 
 
 class FrameMirror:
@@ -61,10 +63,10 @@ class FrameMirror:
 
     async def _raise(self, seq: int) -> None:
         try:
-            await self._store.reserve(self._session_id, seq)
+            await asyncio.wait_for(self._store.reserve(self._session_id, seq), _LAUNCH_RECORD_S)
             self.reserved = seq
         except Exception as exc:  # the store is down: serve on, a takeover could not happen anyway
-            log.warning("store: session %s: seqs not reserved (%s)", self._session_id, exc)
+            log.warning("store: session %s: seqs not reserved (%s)", self._session_id, exc or "timed out")
             self.reserved = seq
         finally:
             self._raising = None
@@ -84,19 +86,20 @@ class Replicas:
         self._recorded: set[str] = set()  # sessions whose record says this replica holds them
         self._kernels: dict[str, dict[str, Any]] = {}  # its remote kernels' entries in the store
         self._tasks: list[asyncio.Task[None]] = []
-        self._store_ok = True  # the last heartbeat reached the store
+        self._heartbeat = Heartbeat(settings.store_url, self.id, self.address, settings.replica_heartbeat_s, settings.replica_ttl_s)
         # To other replicas; no read time-out: a forwarded execution streams while it runs.
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=3.0))
 
     async def start(self) -> None:
-        await self.store.beat(self.address, self.settings.replica_ttl_s)
-        self._tasks = [asyncio.create_task(self._beat()), asyncio.create_task(self._sweep())]
+        await asyncio.to_thread(self._heartbeat.start)
+        self._tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._sweep())]
         log.info("replica %s at %s: sharing the store", self.id, self.address)
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self._heartbeat.stop)
         await self.http.aclose()
         try:  # its sessions are closed, its pool shut down: nothing to take over
             await self.store.forget_replica(self.id)
@@ -105,7 +108,7 @@ class Replicas:
         await self.store.close()
 
     def report(self) -> dict[str, Any]:
-        return {"id": self.id, "store": "reachable" if self._store_ok else "unreachable"}
+        return {"id": self.id, "store": "reachable" if self._heartbeat.reached else "unreachable"}
 
     # -- this replica's remote kernels -------------------------------------------------
 
@@ -118,10 +121,10 @@ class Replicas:
         entry = self._kernels[kernel_id] = {"spec": kernel.spec_name, "kernel_id": kernel_id, "saved": saved}
         if not reported:
             kernel.on_release.append(lambda: self._forget_kernel(kernel_id))
-        try:
-            await self.store.add_kernels({kernel_id: entry})
-        except Exception as exc:  # the kernel starts anyway (the next heartbeat records it)
-            log.warning("store: kernel %s not recorded: %s", kernel_id, exc)
+        try:  # bounded: a store that does not answer must not hold up the launch
+            await asyncio.wait_for(self.store.add_kernels({kernel_id: entry}), _LAUNCH_RECORD_S)
+        except Exception as exc:  # the kernel starts anyway (the watch records it later)
+            log.warning("store: kernel %s not recorded: %s", kernel_id, exc or "timed out")
 
     async def _attach(self, spec_name: str, saved: dict[str, Any]) -> Kernel:
         """A kernel taken over; the claim moved its entry in the store to this replica's."""
@@ -285,18 +288,15 @@ class Replicas:
 
     # -- background --------------------------------------------------------------------
 
-    async def _beat(self) -> None:
-        s = self.settings
+    async def _watch(self) -> None:
+        """At each heartbeat's pace: what the store says of this replica's sessions and kernels."""
         while True:
-            await asyncio.sleep(s.replica_heartbeat_s)
+            await asyncio.sleep(self.settings.replica_heartbeat_s)
             try:
-                await self.store.beat(self.address, s.replica_ttl_s)
-                self._store_ok = True
                 await self._let_go_of_moved()
                 await self._record_kernels()
             except Exception as exc:
-                self._store_ok = False
-                log.warning("store: heartbeat failed: %s", exc)
+                log.warning("store: could not check this replica's sessions: %s", exc)
 
     async def _let_go_of_moved(self) -> None:
         """A session another replica took over (this one was thought dead: its heartbeat

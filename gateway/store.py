@@ -3,8 +3,8 @@ serves each session, what it takes to attach to its kernels, and its frames.
 
 Keys, all under `icg:`:
 
-- `replica:<id>`: the replica's address, with a time to live its heartbeat renews: gone,
-  the replica is dead. `replicas`: the ids of every replica that ever served here.
+- `replica:<id>`: the replica's address, with a time to live its heartbeat renews
+  (heartbeat.py): gone, the replica is dead. `replicas`: the ids of every replica that ever served here.
 - `session:<id>`: a hash: `owner`, `replica` (its holder), `spec`, `owned_by_socket`,
   `seq_reserved` (no frame of it has a higher seq), `kernels` (sealed: connection keys
   let whoever reads them run code, and tenants' kernels may reach the store's network),
@@ -87,13 +87,6 @@ class Store:
         await self._redis.aclose()
 
     # -- replicas ----------------------------------------------------------------------
-
-    async def beat(self, address: str, ttl_s: float) -> None:
-        """This replica is alive, at `address`, for `ttl_s` more."""
-        pipe = self._redis.pipeline()
-        pipe.set(_P + "replica:" + self.replica_id, address, px=int(ttl_s * 1000))
-        pipe.sadd(_P + "replicas", self.replica_id)
-        await pipe.execute()
 
     async def address_of(self, replica_id: str) -> str | None:
         """Where a live replica is; None when it is dead."""
