@@ -194,6 +194,8 @@ class Replicas:
                 if forwarded:  # it was sent here as the holder: it is on its way elsewhere
                     raise SessionMoving("the session is moving between gateway replicas; try again")
                 return address
+            if not await self.store.known(record.replica):  # the store restarted: not beating yet
+                raise SessionMoving("the session's replica is reconnecting to the session store; try again")
             await self.take_over(session_id, record.replica)
         raise SessionMoving("the session is moving between gateway replicas; try again")
 

@@ -93,6 +93,11 @@ class Store:
         value = await self._redis.get(_P + "replica:" + replica_id)
         return value.decode() if value is not None else None
 
+    async def known(self, replica_id: str) -> bool:
+        """Whether the replica has beaten since the store began (a store restarted empty
+        knows no replica until it beats again: its silence then is not death)."""
+        return bool(await self._redis.sismember(_P + "replicas", replica_id))
+
     async def dead_replicas(self) -> list[str]:
         ids = [i.decode() for i in await self._redis.smembers(_P + "replicas")]
         alive = await self._redis.mget([_P + "replica:" + i for i in ids]) if ids else []
