@@ -31,6 +31,16 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: flo
     raise RuntimeError(f"{what} not listening on {port} within {timeout} s")
 
 
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it does not end within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
 class Redis:
     """redis-server, in memory only (no dump file), on a free loopback port."""
 
@@ -55,12 +65,7 @@ class Redis:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        _terminate(self.proc)
         self._dir.cleanup()
 
 
@@ -97,14 +102,9 @@ backend replicas
     option httpchk GET /health
 {servers}
 """)
-        self.proc = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port, self.proc, "haproxy")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        _terminate(self.proc)
         self._dir.cleanup()
