@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,6 +26,7 @@ from .settings import Settings
 ANONYMOUS = "anonymous"
 FORWARDED = b"x-icotes-forwarded"  # see forwarding.py
 OPEN_PATHS = frozenset({"/health"})
+_UPLOAD = re.compile(r"/sessions/[^/]+/files/.")
 # Methods that change something: from a browser, they need an allowed Origin even without a
 # token (a simple cross-site POST is sent without asking CORS first).
 _CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -69,12 +71,14 @@ class AccessMiddleware:
                             [(b"www-authenticate", b"Bearer")])
                 return
             scope.setdefault("state", {})["principal"] = principal
-        limit = self.settings.max_body_bytes
+        upload = scope["method"] == "PUT" and _UPLOAD.match(scope["path"]) is not None
+        limit, name = (self.settings.max_upload_bytes, "max_upload_bytes") if upload else (self.settings.max_body_bytes, "max_body_bytes")
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            await _json(send, 413, f"request body of {length} bytes is above max_body_bytes ({limit})")
+            await _json(send, 413, f"request body of {length} bytes is above {name} ({limit})")
             return
-        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+        # An upload streams on to the kernel, counted on the way (gateway/files.py).
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH") and not upload:
             # A chunked body: read it here, up to the limit, so an oversize one gets a 413
             # rather than a parse error from deep inside the app.
             body = await read_body(receive, limit)
@@ -118,7 +122,7 @@ class AccessMiddleware:
     def _principal(self, scope: Scope) -> str | None:
         if not self.tokens:
             return ANONYMOUS
-        presented = _presented_token(scope)
+        presented = presented_token(scope)
         if presented is None:
             return None
         found = None
@@ -153,7 +157,7 @@ def _is_address(name: str) -> bool:
     return True
 
 
-def _presented_token(scope: Scope) -> str | None:
+def presented_token(scope: Scope) -> str | None:
     header = _header(scope, b"authorization")
     if header:
         scheme, _, value = header.partition(" ")

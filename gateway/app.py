@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, jupyter, jupyter_sessions, rest, sessions, ws
+from . import __version__, files, jupyter, jupyter_sessions, mcp, rest, sessions, ws
 from .access import AccessMiddleware
 from .forwarding import Forwarding
 from .errors import HANDLED, http_error, http_exception
@@ -34,7 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ))
         await runtime.start()
         try:
-            yield
+            async with mcp_running():
+                yield
         finally:
             await runtime.stop()
 
@@ -53,9 +54,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(rest.router)
     app.include_router(sessions.router)
+    app.include_router(files.router)
     app.include_router(ws.router)
     app.include_router(jupyter.router)
     app.include_router(jupyter_sessions.router)
+    mcp_running = mcp.mount(app, settings) if settings.mcp_enabled else nullcontext
     for kind in HANDLED:
         app.add_exception_handler(kind, http_error)
     app.add_exception_handler(StarletteHTTPException, http_exception)

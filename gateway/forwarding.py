@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -85,9 +86,9 @@ class Forwarding:
 
 
 async def _http(scope: Scope, receive: Receive, send: Send, address: str, replicas: Replicas) -> None:
-    body = await read_body(receive) or b""
     url = address + scope["path"] + (("?" + scope["query_string"].decode()) if scope["query_string"] else "")
-    request = replicas.http.build_request(scope["method"], url, headers=_headers(scope, replicas.mark), content=body)
+    # The body streams on as it comes (an upload can be large), never held whole here.
+    request = replicas.http.build_request(scope["method"], url, headers=_headers(scope, replicas.mark), content=_body(receive))
     try:
         response = await replicas.http.send(request, stream=True)
     except httpx.TransportError:
@@ -103,6 +104,17 @@ async def _http(scope: Scope, receive: Receive, send: Send, address: str, replic
         log.warning("forwarding: the replica at %s went away mid-response", address)
     finally:
         await response.aclose()
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        if chunk := message.get("body", b""):
+            yield chunk
+        if not message.get("more_body", False):
+            return
 
 
 async def _websocket(scope: Scope, receive: Receive, send: Send, address: str, mark: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from kernels import files
 from kernels.execution import LimitsConfig
 from kernels.fork_server import ForkServer
 from kernels.launch import LaunchOptions
@@ -66,7 +67,7 @@ class Runtime:
             # History in memory: IPython's default SQLite file in $HOME would be shared by
             # every kernel of the same user, so `%history -g` could show others' code.
             options.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
-            options.warm_up_code = "1"
+            options.warm_up_code = files.warm_up_code()  # registers the kernel's file channel
         return options
 
     # -- life --------------------------------------------------------------------------

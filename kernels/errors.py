@@ -89,3 +89,27 @@ class CapacityExceeded(GatewayError):
 
 class ClientQuotaExceeded(GatewayError):
     """This client is at its own share (sessions, kernels, starts per minute); others are not."""
+
+
+class InvalidPath(InvalidRequest):
+    """A file path that is not a path inside the kernel's home (absolute, `..`, NUL)."""
+
+
+class FileNotFound(GatewayError):
+    """No file or directory at that path in the kernel's home."""
+
+
+class FileRefused(GatewayError):
+    """A path the file channel will not follow or serve: a symbolic link, a device, a fifo."""
+
+
+class FileConflict(GatewayError):
+    """The path is of the wrong kind for the request (a directory, not a directory, not empty)."""
+
+
+class StorageFull(GatewayError):
+    """An upload larger than allowed, or than the kernel's home has room for."""
+
+
+class NoFileChannel(GatewayError):
+    """The kernel has no file channel (only the gateway's Python kernels have one)."""

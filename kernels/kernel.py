@@ -48,6 +48,7 @@ _NEXT = {
 }
 
 
+Queue = asyncio.Queue[dict[str, Any]]
 # Put in every subscribed queue when the kernel dies, so no reader waits for a dead kernel.
 DIED = {"msg_type": "__died__"}
 
@@ -70,7 +71,8 @@ class Kernel:
         self.running_code = asyncio.Event()
         self.running_since = 0.0  # monotonic time of the last `execute_input`
         self._running_request: str | None = None
-        self._routes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._routes: dict[str, Queue] = {}
+        self._private: set[str] = set()  # requests whose messages no tap sees (the gateway's own)
         self._quiet: set[bytes] = set()  # requests whose iopub messages nobody reads (quoted ids)
         self._tasks: list[asyncio.Task[None]] = []
         self._views: dict[str, zmq.Socket] = {}  # plain views of the connected channels' sockets
@@ -238,8 +240,7 @@ class Kernel:
 
     def diagnostics(self) -> str:
         """What the provisioner knows of the process beyond the protocol, for the operator."""
-        describe = getattr(self.manager.provisioner, "diagnostics", None)
-        return describe() if describe is not None else ""
+        return getattr(self.manager.provisioner, "diagnostics", lambda: "")()
 
     # -- death -------------------------------------------------------------------------
 
@@ -265,8 +266,7 @@ class Kernel:
                     callback()
 
     async def _exit_code(self) -> int | None:
-        provisioner = self.manager.provisioner
-        return await provisioner.poll() if provisioner is not None else None
+        return await self.manager.provisioner.poll() if self.manager.provisioner is not None else None
 
     def _fail_routes(self, reason: str) -> None:
         if self.is_dead:
@@ -278,22 +278,25 @@ class Kernel:
 
     # -- message routing ---------------------------------------------------------------
 
-    def subscribe(self, msg_id: str, queue: asyncio.Queue[dict[str, Any]] | None = None) -> asyncio.Queue[dict[str, Any]]:
-        """The queue the messages answering `msg_id` go to: a new one, or `queue`."""
+    def subscribe(self, msg_id: str, queue: Queue | None = None, private: bool = False) -> Queue:
+        """The queue the messages answering `msg_id` go to: a new one, or `queue`; `private`:
+        not shown to taps (a Jupyter client of the kernel has no use for them)."""
         queue = queue if queue is not None else asyncio.Queue()
         self._routes[msg_id] = queue
+        if private:
+            self._private.add(msg_id)
         if self.is_dead:
             queue.put_nowait(DIED)
         return queue
 
     def unsubscribe(self, msg_id: str) -> None:
         self._routes.pop(msg_id, None)
+        self._private.discard(msg_id)
         self._quiet.discard(message_unpack.quoted(msg_id))
 
     def quiet(self, msg_id: str) -> None:
-        """Drop, unread, the iopub messages answering `msg_id` (a request of the gateway's
-        own whose status messages tell nothing): each would cost a signature check and four
-        JSON parses. Its replies on shell still come. Until `unsubscribe(msg_id)`."""
+        """Drop, unread, the iopub messages answering `msg_id` (a request of the gateway's own:
+        each costs a signature check and four JSON parses); shell replies still come."""
         self._quiet.add(message_unpack.quoted(msg_id))
 
     def _open_channel(self, name: str) -> zmq.Socket:
@@ -353,6 +356,8 @@ class Kernel:
         queue = self._routes.get(parent) if isinstance(parent, str) else None
         if queue is not None:
             queue.put_nowait(msg)
+            if parent in self._private:
+                return
         for tap in self.taps:
             tap(msg)
 
@@ -362,19 +367,14 @@ class Kernel:
             self.running_code.clear()
 
     def send(self, channel: str, *msgs: dict[str, Any]) -> None:
-        """Send messages on shell, stdin or control; a client's own Jupyter message goes
-        as it is (its header and msg_id kept).
+        """Send messages on shell, stdin or control, as they are (header and msg_id kept).
 
-        Through a plain view of the channel's socket, made once: jupyter_client would wrap
-        the asyncio socket afresh on every send. The kernel's channel threads read their
-        sockets even while it computes, so the send does not wait. Control connects here,
-        on its first message (a subshell for completions, or a Jupyter client's request):
+        Through a plain view of the channel's socket, made once (jupyter_client would wrap
+        the asyncio socket afresh on every send). Control connects on its first message:
         most sessions never use it, and each connected socket holds ~30 KB of libzmq buffers.
-
-        Several messages are serialised first and then sent back to back: waking zmq's I/O
-        thread costs ~0.1 ms of CPU on this machine's kind of VM, and a message sent while
-        it is awake needs no wake-up of its own. One with binary buffers (a Jupyter
-        client's comm message) goes through jupyter_client, which knows how to send those.
+        Several messages are serialised first, then sent back to back: waking zmq's I/O
+        thread costs ~0.1 ms of CPU here, and one sent while it is awake needs no wake-up.
+        One with binary buffers goes through jupyter_client, which knows how to send those.
         """
         if self.is_dead or not self._views:
             raise KernelDied(self.exit_reason or "kernel is dead")

@@ -50,10 +50,15 @@ async def request_beside(kernel: Kernel, msg_type: str, content: dict[str, Any],
     Kernels with subshells (JEP 91, ipykernel 7) answer it on a subshell of its own at
     once; others answer it on the main shell after the running execution.
     """
+    return await request(kernel, msg_type, content, timeout, subshell_id=await subshell_of(kernel, timeout))
+
+
+async def subshell_of(kernel: Kernel, timeout: float) -> str | None:
+    """The kernel's subshell for the gateway's own requests, made on first use; None where
+    the kernel has no subshells (its main shell answers after the running execution)."""
     if kernel.subshell is None:
         kernel.subshell = asyncio.create_task(_create_subshell(kernel, timeout))
-    subshell_id = await asyncio.shield(kernel.subshell)
-    return await request(kernel, msg_type, content, timeout, subshell_id=subshell_id)
+    return await asyncio.shield(kernel.subshell)
 
 
 async def _create_subshell(kernel: Kernel, timeout: float) -> str | None:

@@ -296,19 +296,19 @@ class Session:
 
     async def complete(self, code: str, cursor_pos: int, timeout: float, spec_name: str | None = None) -> dict[str, Any]:
         self.touch()
-        kernel = await self._kernel_beside(spec_name)
+        kernel = await self.kernel_beside(spec_name)
         return await request_beside(kernel, "complete_request", {"code": code, "cursor_pos": cursor_pos}, timeout)
 
     async def inspect(
         self, code: str, cursor_pos: int, detail_level: int, timeout: float, spec_name: str | None = None
     ) -> dict[str, Any]:
         self.touch()
-        kernel = await self._kernel_beside(spec_name)
+        kernel = await self.kernel_beside(spec_name)
         content = {"code": code, "cursor_pos": cursor_pos, "detail_level": detail_level}
         return await request_beside(kernel, "inspect_request", content, timeout)
 
-    async def _kernel_beside(self, spec_name: str | None) -> Kernel:
-        """The kernel an editor's request (completion, help) goes to; started if need be."""
+    async def kernel_beside(self, spec_name: str | None) -> Kernel:
+        """The kernel a request beside the running code goes to (completion, help, files); started if need be."""
         if self._state is SessionState.CLOSED:
             raise SessionClosed(f"session {self.id} is closed")
         return await self.kernels.get_or_start(spec_name or self.spec_name)
