@@ -6,13 +6,19 @@ token passed on): the same access checks, ownership, limits, errors and forwardi
 replica holding a session, with no second implementation of any of them. Stateless HTTP (no
 MCP session to keep): any replica answers any call, and the state that matters, the code
 session, is named by its id in each call.
+
+A call its client gives up on interrupts the code it runs: on the 2026 wire the client closes
+the call's response stream, and the SDK cancels the tool. (On the 2025 wire its cancel is a
+notification of its own, which stateless HTTP cannot tie to the call: use `interrupt`.)
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
+from urllib.parse import quote
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,12 +31,16 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 
+from kernels.errors import InvalidPath
+from kernels.files import check_path
+
 from . import __version__
 from .access import presented_token
 from .settings import Settings
 
 Content = types.TextContent | types.ImageContent | types.EmbeddedResource
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _IMAGES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 # What a rich output is shown as, best first: text for a model, HTML where there is nothing else.
 _TEXTS = ("text/plain", "text/markdown", "text/latex", "application/json", "text/html", "image/svg+xml")
@@ -156,7 +166,7 @@ def build(app: FastAPI, settings: Settings) -> MCPServer:
         between run_code calls. With session_id, resume that session instead (it must be
         yours) and see its state. Returns the session's description, with its id."""
         if session_id is not None:
-            return _json((await gateway.call(ctx, "GET", f"/sessions/{session_id}")).json())
+            return _json((await gateway.call(ctx, "GET", _session(session_id))).json())
         return _json((await gateway.call(ctx, "POST", "/sessions", json={"language": language})).json())
 
     @server.tool(description=f"""Run code and return what it printed, its result, its errors
@@ -168,13 +178,13 @@ def build(app: FastAPI, settings: Settings) -> MCPServer:
         ctx: Context, code: str, session_id: str | None = None, language: str | None = None, timeout: float | None = None
     ) -> list[Content]:
         body: dict[str, Any] = {"code": code, "language": language, "timeout": timeout}
-        path = f"/sessions/{session_id}/execute" if session_id is not None else "/execute"
+        path = f"{_session(session_id)}/execute" if session_id is not None else "/execute"
         try:
             result = (await gateway.call(ctx, "POST", path, json={k: v for k, v in body.items() if v is not None})).json()
         except anyio.get_cancelled_exc_class():
             if session_id is not None:  # the caller gave up: so does the kernel
                 with anyio.CancelScope(shield=True):
-                    await gateway.call(ctx, "POST", f"/sessions/{session_id}/interrupt")
+                    await gateway.call(ctx, "POST", f"{_session(session_id)}/interrupt")
             raise
         return _result_content(result, settings)
 
@@ -182,14 +192,14 @@ def build(app: FastAPI, settings: Settings) -> MCPServer:
     async def interrupt(ctx: Context, session_id: str) -> list[Content]:
         """Interrupt the code the session is running (KeyboardInterrupt in Python); its
         state is kept."""
-        return _json((await gateway.call(ctx, "POST", f"/sessions/{session_id}/interrupt")).json())
+        return _json((await gateway.call(ctx, "POST", f"{_session(session_id)}/interrupt")).json())
 
     @server.tool()
     async def restart(ctx: Context, session_id: str, language: str | None = None) -> list[Content]:
         """Restart the session's kernels (or the one of `language`): every variable and
         import is lost, and the files of the kernel's home with it."""
         params = {"language": language} if language else None
-        return _json((await gateway.call(ctx, "POST", f"/sessions/{session_id}/restart", params=params)).json())
+        return _json((await gateway.call(ctx, "POST", f"{_session(session_id)}/restart", params=params)).json())
 
     @server.tool()
     async def list_sessions(ctx: Context) -> list[Content]:
@@ -199,18 +209,18 @@ def build(app: FastAPI, settings: Settings) -> MCPServer:
     @server.tool()
     async def close_session(ctx: Context, session_id: str) -> list[Content]:
         """End the session now: its kernels, variables and files are gone."""
-        await gateway.call(ctx, "DELETE", f"/sessions/{session_id}")
+        await gateway.call(ctx, "DELETE", _session(session_id))
         return _json({"closed": session_id})
 
     @server.tool()
     async def list_files(ctx: Context, session_id: str, path: str = "") -> list[Content]:
         """The files of a directory of the session's home ('' is the home itself)."""
-        return _json((await gateway.call(ctx, "GET", f"/sessions/{session_id}/files", params={"path": path})).json())
+        return _json((await gateway.call(ctx, "GET", f"{_session(session_id)}/files", params={"path": path})).json())
 
     @server.tool(description=f"""Read a file of the session's home: text as text, images as
         images, anything else as a base64 blob; at most {settings.mcp_max_image_bytes} bytes.""")
     async def read_file(ctx: Context, session_id: str, path: str) -> list[Content]:
-        response = await gateway.call(ctx, "GET", f"/sessions/{session_id}/files/{path}")
+        response = await gateway.call(ctx, "GET", _file_url(session_id, path))
         return _file_content(f"file:///{path}", response, settings)
 
     @server.tool()
@@ -218,9 +228,26 @@ def build(app: FastAPI, settings: Settings) -> MCPServer:
         """Write a file in the session's home (replacing it; parent directories made), for
         the session's code to read: `content` is text, or base64 with base64_encoded."""
         data = base64.b64decode(content, validate=True) if base64_encoded else content.encode()
-        return _json((await gateway.call(ctx, "PUT", f"/sessions/{session_id}/files/{path}", content=data)).json())
+        return _json((await gateway.call(ctx, "PUT", _file_url(session_id, path), content=data)).json())
 
     return server
+
+
+def _file_url(session_id: str, path: str) -> str:
+    """The REST path of a file, checked first: a URL client would resolve a `..` in it to
+    another route before the gateway could refuse it."""
+    try:
+        checked = check_path(path)
+    except InvalidPath as exc:
+        raise ToolError(f"400: {exc}") from None
+    return f"{_session(session_id)}/files/{quote(checked)}"
+
+
+def _session(session_id: str) -> str:
+    """A session's REST path; an id that is not one (a `..` would lead elsewhere) is refused."""
+    if not _SESSION_ID.fullmatch(session_id):
+        raise ToolError(f"404: no session with id {session_id!r}")
+    return f"/sessions/{session_id}"
 
 
 def _file_content(uri: str, response: httpx.Response, settings: Settings) -> list[Content]:
@@ -244,9 +271,10 @@ def _file_content(uri: str, response: httpx.Response, settings: Settings) -> lis
 def mount(app: FastAPI, settings: Settings) -> Any:
     """Add `/mcp` to `app`; returns the lifespan part its session manager needs."""
     server = build(app, settings)
+    logging.getLogger("mcp").setLevel(logging.WARNING)  # else a line per call ("Terminating session: None")
     # Host and Origin are checked for every route by the gateway's own access middleware.
     security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    mcp_app = server.streamable_http_app(stateless_http=True, json_response=True, transport_security=security)
+    mcp_app = server.streamable_http_app(stateless_http=True, transport_security=security)
     app.router.routes.extend(mcp_app.routes)
 
     @asynccontextmanager
