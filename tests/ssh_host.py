@@ -71,6 +71,12 @@ class SshHost:
             _run("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", "--password", "*", USER)
         self.logs.mkdir()
         shutil.chown(self.logs, USER)
+        # A home of its own for this run (removed with the rest at stop), as a real host's
+        # account has: remote kernels start in it, and the files API works in it.
+        self.account_home = self.dir / "account-home"
+        self.account_home.mkdir(mode=0o700)
+        shutil.chown(self.account_home, USER)
+        _run("usermod", "--home", str(self.account_home), USER)
 
     def _make_keys(self) -> None:
         ssh = self.home / ".ssh"

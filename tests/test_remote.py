@@ -197,6 +197,26 @@ async def test_jupyter_api_runs_the_ssh_spec_and_ignores_a_clients_placement(rem
         assert await _gone(pid)
 
 
+async def test_files_reach_the_remote_kernels_home_through_the_kernel(remote_server: GatewayServer, ssh_host: SshHost) -> None:
+    # No shared filesystem: the bytes go over the kernel's own (encrypted) channels, and the
+    # kernel's process, as the SSH account, writes and reads them on its host.
+    data = bytes(range(256)) * 4096  # 1 MiB: two chunks
+    async with httpx.AsyncClient(base_url=remote_server.url, timeout=60) as http:
+        session_id = (await http.post("/sessions", json={"language": "ssh"})).json()["id"]
+        try:
+            name = f"icotes-upload-{session_id[:8]}.bin"
+            put = await http.put(f"/sessions/{session_id}/files/{name}", content=data)
+            assert put.status_code == 201 and put.json()["size"] == len(data), put.text
+            code = f"import os, pwd; print(pwd.getpwuid(os.stat({name!r}).st_uid).pw_name, len(open({name!r}, 'rb').read()), os.getcwd())"
+            result = (await http.post(f"/sessions/{session_id}/execute", json={"code": code})).json()
+            assert result["output"] == [f"{USER} {len(data)} {ssh_host.account_home}"]  # the account's home
+            assert (await http.get(f"/sessions/{session_id}/files/{name}")).content == data
+            assert name in [e["name"] for e in (await http.get(f"/sessions/{session_id}/files")).json()["entries"]]
+            assert (await http.delete(f"/sessions/{session_id}/files/{name}")).status_code == 204
+        finally:
+            await http.delete(f"/sessions/{session_id}")
+
+
 async def test_a_spec_that_cannot_be_encrypted_is_refused(tmp_path: Path, ssh_host: SshHost) -> None:
     """Required encryption and a spec that does not declare curve: the launch fails and
     says why, before anything runs on the host."""

@@ -132,6 +132,13 @@ async def test_any_replica_serves_a_session_over_every_surface(cluster: Cluster)
         assert sid in [s["id"] for s in httpx.get(f"{b.url}/sessions", headers=AUTH).json()]
         assert await _jupyter_execute(b, sid, "print(x + 3)") == "43\n"
         assert httpx.post(f"{b.url}/api/kernels/{sid}/interrupt", headers=AUTH).status_code == 204
+        # files: an upload through b, streamed on to a (3 MiB, no Content-Length), read by code there
+        chunks = (bytes([i]) * 2**20 for i in range(3))
+        put = httpx.put(f"{b.url}/sessions/{sid}/files/up.bin", content=chunks, headers=AUTH, timeout=60)
+        assert put.status_code == 201 and put.json()["size"] == 3 * 2**20, put.text
+        assert _run(b, sid, "print(open('up.bin', 'rb').read().count(2))")["output"] == [str(2**20)]
+        assert httpx.get(f"{b.url}/sessions/{sid}/files/up.bin", headers=AUTH, timeout=60).content[-1:] == b"\x02"
+        assert [e["name"] for e in httpx.get(f"{b.url}/sessions/{sid}/files", headers=AUTH).json()["entries"]].count("up.bin") == 1
     finally:
         _delete(b, sid)
     assert httpx.get(f"{a.url}/sessions/{sid}", headers=AUTH).status_code == 404

@@ -21,7 +21,8 @@ import sys
 
 TARGET = "icotes.files"
 CHUNK = 512 * 1024
-_HOME = os.path.realpath(os.path.expanduser("~"))
+# The home: $HOME, or where the kernel started if it has none (a remote account may not).
+_HOME = os.path.realpath(os.path.expanduser("~") if os.path.isdir(os.path.expanduser("~")) else os.getcwd())
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
