@@ -10,7 +10,6 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
@@ -18,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from kernels.errors import NoFileChannel
-from kernels.files import KernelFiles, check_path
+from kernels.files import Entry, KernelFiles, check_path
 
 from .access import principal_of
 from .deps import runtime_of
@@ -55,9 +54,9 @@ async def _files(request: Request, session_id: str, language: str | None) -> Ker
     return KernelFiles(await session.kernel_beside(spec_name), rt.settings.file_timeout_s)
 
 
-def _entry(raw: dict[str, Any]) -> FileEntry:
-    modified = datetime.fromtimestamp(raw["modified"], timezone.utc).isoformat()
-    return FileEntry(name=raw["name"], type=raw["type"], size=raw["size"], modified=modified)
+def _entry(entry: Entry) -> FileEntry:
+    modified = datetime.fromtimestamp(entry.modified, timezone.utc).isoformat()
+    return FileEntry(name=entry.name, type=entry.type, size=entry.size, modified=modified)
 
 
 @router.get("", response_model=FileListing)
@@ -76,11 +75,11 @@ async def download_file(session_id: str, path: str, request: Request, language: 
     """A file of the kernel's home, streamed, as an attachment."""
     check_path(path)
     info, chunks = await (await _files(request, session_id, language)).download(path)
-    media_type = mimetypes.guess_type(info["name"])[0] or "application/octet-stream"
+    media_type = mimetypes.guess_type(info.name)[0] or "application/octet-stream"
     headers = {
         **_DOWNLOAD_HEADERS,
-        "Content-Length": str(info["size"]),
-        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(info['name'])}",
+        "Content-Length": str(info.size),
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(info.name)}",
     }
     return StreamingResponse(chunks, media_type=media_type, headers=headers)
 

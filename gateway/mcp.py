@@ -146,6 +146,11 @@ def _rich(bounded: _Bounded, data: dict[str, Any]) -> None:
         bounded.text(value if isinstance(value, str) else json.dumps(value))
 
 
+def _prose(text: str) -> str:
+    """A description as one paragraph (what a model reads), whatever its source indentation."""
+    return " ".join(text.split())
+
+
 def _json(value: Any) -> list[Content]:
     return [types.TextContent(text=json.dumps(value, indent=1))]
 
@@ -169,11 +174,11 @@ def build(app: FastAPI, settings: Settings) -> MCPServer:
             return _json((await gateway.call(ctx, "GET", _session(session_id))).json())
         return _json((await gateway.call(ctx, "POST", "/sessions", json={"language": language})).json())
 
-    @server.tool(description=f"""Run code and return what it printed, its result, its errors
+    @server.tool(description=_prose(f"""Run code and return what it printed, its result, its errors
         with their traceback, and rich outputs: plots as images, tables as text. In a session
         (session_id) its state persists for the next call; without one, a fresh kernel runs it
         and is thrown away. language: the session's own unless given. {limits}; on a time-out
-        the kernel is interrupted and its state kept. Code that waits for input() fails at once.""")
+        the kernel is interrupted and its state kept. Code that waits for input() fails at once."""))
     async def run_code(
         ctx: Context, code: str, session_id: str | None = None, language: str | None = None, timeout: float | None = None
     ) -> list[Content]:
@@ -217,8 +222,8 @@ def build(app: FastAPI, settings: Settings) -> MCPServer:
         """The files of a directory of the session's home ('' is the home itself)."""
         return _json((await gateway.call(ctx, "GET", f"{_session(session_id)}/files", params={"path": path})).json())
 
-    @server.tool(description=f"""Read a file of the session's home: text as text, images as
-        images, anything else as a base64 blob; at most {settings.mcp_max_image_bytes} bytes.""")
+    @server.tool(description=_prose(f"""Read a file of the session's home: text as text, images as
+        images, anything else as a base64 blob; at most {settings.mcp_max_image_bytes} bytes."""))
     async def read_file(ctx: Context, session_id: str, path: str) -> list[Content]:
         response = await gateway.call(ctx, "GET", _file_url(session_id, path))
         return _file_content(f"file:///{path}", response, settings)

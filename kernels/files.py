@@ -21,7 +21,9 @@ import functools
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from .errors import (
     FileConflict, FileNotFound, FileRefused, GatewayError, InvalidPath, KernelBusyTimeout, KernelDied,
@@ -37,6 +39,26 @@ _ERRORS: dict[str, type[GatewayError]] = {
     "not_found": FileNotFound, "refused": FileRefused, "bad_path": InvalidPath, "is_a_directory": FileConflict,
     "not_a_directory": FileConflict, "not_empty": FileConflict, "full": StorageFull,
 }
+
+
+class Entry(BaseModel):
+    """One entry of a directory, as the kernel's side reports it (and as it is checked: the
+    kernel runs the user's code, which can answer for it)."""
+
+    name: str = Field(min_length=1, max_length=255)
+    type: Literal["file", "directory", "symlink", "other"]
+    size: int = Field(ge=0)
+    modified: float = Field(ge=0, le=2**33)  # seconds since the epoch, within datetime's reach
+
+
+_ENTRIES = TypeAdapter(list[Entry])
+
+
+def _checked(kind: type[BaseModel] | TypeAdapter[Any], value: Any) -> Any:
+    try:
+        return kind.validate_python(value) if isinstance(kind, TypeAdapter) else kind.model_validate(value)
+    except ValidationError:
+        raise NoFileChannel("the kernel's file channel answered something malformed") from None
 
 
 @functools.cache
@@ -145,31 +167,34 @@ class KernelFiles:
         return _Comm(self.kernel, await subshell_of(self.kernel, self.timeout), self.timeout)
 
     async def listing(self, path: str) -> dict[str, Any]:
+        """`path` (as checked) and its entries."""
         comm = await self._comm()
         data, _ = await comm.open({"op": "list", "path": check_path(path)})
-        return {"path": data["path"], "entries": data["entries"]}
+        return {"path": check_path(str(data.get("path", ""))), "entries": _checked(_ENTRIES, data.get("entries"))}
 
     async def delete(self, path: str) -> None:
         await (await self._comm()).open({"op": "delete", "path": _file_path(path)})
 
-    async def download(self, path: str) -> tuple[dict[str, Any], AsyncIterator[bytes]]:
+    async def download(self, path: str) -> tuple[Entry, AsyncIterator[bytes]]:
         """The file's entry (its size, before any byte is sent), and its bytes."""
         comm = await self._comm()
         data, _ = await comm.open({"op": "download", "path": _file_path(path)})
-        return data["info"], self._chunks(comm)
+        entry = _checked(Entry, data.get("info"))
+        return entry, self._chunks(comm, entry.size)
 
-    async def _chunks(self, comm: _Comm) -> AsyncIterator[bytes]:
+    async def _chunks(self, comm: _Comm, size: int) -> AsyncIterator[bytes]:
         try:
-            while not comm.closed:
+            while not comm.closed and size > 0:
                 data, buffers = await comm.send({"read": CHUNK})
                 for buffer in buffers:
-                    yield buffer
+                    yield buffer[:size]  # never more than announced
+                    size -= min(len(buffer), size)
                 if data.get("eof"):
                     break
         finally:
             comm.close()  # a client that left mid-download: the kernel closes its file
 
-    async def upload(self, path: str, chunks: AsyncIterator[bytes], max_bytes: int) -> dict[str, Any]:
+    async def upload(self, path: str, chunks: AsyncIterator[bytes], max_bytes: int) -> Entry:
         """Write `chunks` to `path` (parents made as needed), all or nothing: the file
         appears, whole, only once the last chunk is in."""
         comm = await self._comm()
@@ -187,7 +212,7 @@ class KernelFiles:
             if pending:
                 await comm.send({}, [bytes(pending)])
             data, _ = await comm.send({"commit": True})
-            return data["info"]
+            return _checked(Entry, data.get("info"))
         finally:
             comm.close()
 

@@ -269,3 +269,47 @@ async def test_jupyter_clients_of_the_kernel_see_nothing_of_a_transfer(files_ser
             assert not [t for t in seen if t.startswith("comm")], seen
     finally:
         await alice.delete(f"/api/kernels/{kernel_id}")
+
+
+async def test_exec_d_kernels_have_the_same_files() -> None:
+    # The fork template is the default; a kernel exec'd through the confinement chain has
+    # the same file channel (its warm-up cell registers it).
+    srv = GatewayServer(pool_size=1, session_grace_s=0, fork_kernels=False, kernel_uid_base=74500)
+    try:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
+            forks = srv.health()["sandbox"]["forked_kernels"]
+            assert forks["possible"] is False and forks["templates"] == {}, forks  # exec'd, then
+            session_id = (await client.post("/sessions", json={"language": "python"})).json()["id"]
+            assert (await client.put(f"/sessions/{session_id}/files/e.txt", content=b"exec'd")).status_code == 201
+            code = "import os; print(open('e.txt').read(), os.stat('e.txt').st_uid == os.getuid() != 0)"
+            assert (await run(client, session_id, code))["output"] == ["exec'd True"]
+            assert (await client.get(f"/sessions/{session_id}/files/e.txt")).content == b"exec'd"
+    finally:
+        assert not srv.stop()
+
+
+async def test_a_kernel_answering_for_the_channel_gets_a_clear_refusal(alice: httpx.AsyncClient, session: str) -> None:
+    # The user's code can replace the kernel's side: what it answers is checked, and a
+    # download never carries more than it announced.
+    await run(alice, session, (
+        "from IPython import get_ipython\n"
+        "def forged(comm, msg):\n"
+        "    op = msg['content']['data']['op']\n"
+        "    if op == 'list':\n"
+        "        comm.send({'ok': True, 'path': '', 'entries': [{'name': 'x', 'type': 'file', 'size': -1, 'modified': 1e30}]})\n"
+        "        comm.close()\n"
+        "    else:\n"
+        "        comm.send({'ok': True, 'info': {'name': 'f', 'type': 'file', 'size': 5, 'modified': 0}})\n"
+        "        comm.on_msg(lambda m: comm.send({'ok': True, 'eof': True}, buffers=[b'y' * 100000]))\n"
+        "get_ipython().kernel.comm_manager.register_target('icotes.files', forged)"
+    ))
+    try:
+        listing = await alice.get(f"/sessions/{session}/files")
+        assert listing.status_code == 409 and "malformed" in listing.json()["detail"]
+        got = await alice.get(f"/sessions/{session}/files/anything")
+        assert got.status_code == 200 and got.content == b"yyyyy"
+    finally:
+        await run(alice, session, (
+            "import sys\nget_ipython().kernel.comm_manager.register_target('icotes.files', sys.modules['icotes_files']._opened)"
+        ))
+    assert (await alice.get(f"/sessions/{session}/files")).status_code == 200

@@ -73,6 +73,9 @@ async def test_a_session_keeps_a_variable_between_calls_and_closes(mcp_server: G
         assert result.content[0].text.startswith("status: ok")
         resumed = json.loads((await call(alice, "open_session", session_id=session_id)).content[0].text)
         assert resumed["id"] == session_id and resumed["execution_state"] == "idle"
+        assert not (await call(alice, "restart", session_id=session_id)).is_error
+        lost = await call(alice, "run_code", session_id=session_id, code="total")
+        assert "NameError" in texts(lost)  # a restart loses the state, as its description says
         listed = json.loads((await call(alice, "list_sessions")).content[0].text)
         assert session_id in [s["id"] for s in listed]
         assert not (await call(alice, "close_session", session_id=session_id)).is_error

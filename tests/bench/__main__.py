@@ -23,6 +23,7 @@ from ..ssh_host import SPEC as SSH_SPEC
 from ..ssh_host import SshHost
 from . import servers
 from .drivers import KGSession, OursSession, RawSession, Run, ours_one_shot
+from .files import files_rows
 from .takeover import takeover_rows
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
@@ -356,6 +357,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "raw": await session_to_first_plot(open_raw, args.plot_starts),
                 "kg": await session_to_first_plot(open_kg, args.plot_starts),
             }
+            step(f"11 a {args.file_mib} MiB file into a session and back, {args.file_rounds} rounds")
+            results["11_files"] = await files_rows(http, open_raw, open_kg, args.file_mib, args.file_rounds)
             step("8 forked kernels: cold start, burst, sustained one-shots, memory")
             results["8_forked"] = await forked_rows(args, http, open_raw)
             step("9 a kernel on an SSH host beside a local one")
@@ -506,6 +509,11 @@ def table(r: dict[str, Any]) -> str:
         rows.append(("10 ... slowest of its sessions (ms)", t["answered_ms"]["max"], None, None))
         rows.append(("10 ... vs a new SSH session (state lost) (ms)", t["new_session_ms"], None, None))
         rows.append(("10 warm 1+1 p50, store on (ms) [raw: store off]", t["warm_p50_ms"]["store_on"], t["warm_p50_ms"]["store_off"], None))
+    if "11_files" in r:
+        f = r["11_files"]
+        mib = f["mib"]
+        rows.append((f"11 a {mib} MiB file in, p50 (s) [raw, kg: by code]", f["ours"]["upload_s"], f["raw"]["upload_s"], f["kg"]["upload_s"]))
+        rows.append(("11 ... and out, p50 (s)", f["ours"]["download_s"], f["raw"]["download_s"], f["kg"]["download_s"]))
     head = f"| {'measure':48} | {'ours':>9} | {'raw jc':>9} | {'kernel gw':>9} | {'ours/raw':>8} | {'ours/kg':>8} |"
     lines = [head, "|" + "|".join("-" * (len(c) ) for c in head.split("|")[1:-1]) + "|"]
     for name, ours, raw, kg in rows:
@@ -545,6 +553,8 @@ def cli() -> None:
     parser.add_argument("--takeover-sessions", type=int, default=5, help="sessions on the replica row 10 kills")
     parser.add_argument("--takeover-rounds", type=int, default=3, help="replicas row 10 kills, one after the other")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of row 5 for ours and Kernel Gateway")
+    parser.add_argument("--file-mib", type=int, default=4, help="size of row 11's file (under 7: Kernel Gateway's message limit)")
+    parser.add_argument("--file-rounds", type=int, default=5, help="round trips of row 11's file, per system")
     args = parser.parse_args()
     started = time.monotonic()
     results = asyncio.run(main(args))
