@@ -514,6 +514,7 @@ def table(r: dict[str, Any]) -> str:
         mib = f["mib"]
         rows.append((f"11 a {mib} MiB file in, p50 (s) [raw, kg: by code]", f["ours"]["upload_s"], f["raw"]["upload_s"], f["kg"]["upload_s"]))
         rows.append(("11 ... and out, p50 (s)", f["ours"]["download_s"], f["raw"]["download_s"], f["kg"]["download_s"]))
+        rows.append(("11 ... bytes out delivered (%)", 100.0, f["raw"]["download_delivered_pct"], f["kg"]["download_delivered_pct"]))
     head = f"| {'measure':48} | {'ours':>9} | {'raw jc':>9} | {'kernel gw':>9} | {'ours/raw':>8} | {'ours/kg':>8} |"
     lines = [head, "|" + "|".join("-" * (len(c) ) for c in head.split("|")[1:-1]) + "|"]
     for name, ours, raw, kg in rows:

@@ -9,7 +9,6 @@ and Kernel Gateway's channels each run those cells.
 from __future__ import annotations
 
 import base64
-import hashlib
 import time
 from typing import Any
 
@@ -34,12 +33,14 @@ async def _through_code(open_session: Any, data: bytes, rounds: int) -> dict[str
             up.append(time.perf_counter() - started)
             started = time.perf_counter()
             run = await session.run(_DOWNLOAD_CELL)
-            got = base64.b64decode("".join(run.text))
+            text = "".join(run.text)
             down.append(time.perf_counter() - started)
-            assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+            if len(text) != 4 * ((len(data) + 2) // 3) or base64.b64decode(text) != data:
+                # Jupyter Server's iopub rate limit (1 MB/s by default) drops what runs past it.
+                return {"upload_s": sorted(up)[len(up) // 2], "download_s": None, "download_delivered_pct": 100 * len(text) * 3 / 4 / len(data)}
     finally:
         await session.close()
-    return {"upload_s": sorted(up)[len(up) // 2], "download_s": sorted(down)[len(down) // 2]}
+    return {"upload_s": sorted(up)[len(up) // 2], "download_s": sorted(down)[len(down) // 2], "download_delivered_pct": 100.0}
 
 
 async def _through_files(http: httpx.AsyncClient, data: bytes, rounds: int) -> dict[str, float]:
