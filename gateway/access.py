@@ -21,6 +21,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import WS_FORBIDDEN, WS_UNAUTHORIZED
+from .metrics import Metrics
 from .settings import Settings
 
 ANONYMOUS = "anonymous"
@@ -38,9 +39,11 @@ def principal_of(conn: HTTPConnection) -> str:
 
 
 class AccessMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
         self.app = app
         self.settings = settings
+        self.failures = metrics.auth_failures
+        self.open_paths = OPEN_PATHS | ({"/metrics"} if settings.metrics_public else set())
         # name -> token; GATEWAY_TOKEN is the client named "default"
         self.tokens = dict(settings.tokens)
         if settings.token:
@@ -64,9 +67,10 @@ class AccessMiddleware:
         if refused is not None:
             await _json(send, 403, refused)
             return
-        if scope["method"] != "OPTIONS" and scope["path"] not in OPEN_PATHS:
+        if scope["method"] != "OPTIONS" and scope["path"] not in self.open_paths:
             principal = self._principal(scope)
             if principal is None:
+                self.failures.labels("token").inc()
                 await _json(send, 401, "missing or wrong token: send 'Authorization: Bearer <token>'",
                             [(b"www-authenticate", b"Bearer")])
                 return
@@ -95,6 +99,7 @@ class AccessMiddleware:
             return
         principal = self._principal(scope)
         if principal is None:
+            self.failures.labels("token").inc()
             await _refuse_socket(receive, send, WS_UNAUTHORIZED, "missing or wrong token")
             return
         scope.setdefault("state", {})["principal"] = principal
@@ -107,9 +112,11 @@ class AccessMiddleware:
             return None
         host = _header(scope, b"host")
         if host is not None and not self._host_allowed(host):
+            self.failures.labels("host").inc()
             return f"host {host!r} is not allowed; add its name to GATEWAY_ALLOWED_HOSTS"
         origin = _header(scope, b"origin")
         if changing and origin is not None and not self._origin_allowed(origin, host):
+            self.failures.labels("origin").inc()
             return f"origin {origin} is not allowed; add it to GATEWAY_CORS_ORIGINS"
         return None
 

@@ -14,6 +14,7 @@ from .access import AccessMiddleware
 from .forwarding import Forwarding
 from .errors import HANDLED, http_error, http_exception
 from .json_bodies import JSONBodies
+from .metrics import Metrics, metrics_endpoint
 from .jupyter_fanout import JupyterClients, Limits
 from .runtime import Runtime
 from .settings import Settings
@@ -24,7 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings)
+        runtime = Runtime(settings, metrics)
         app.state.runtime = runtime
         app.state.notebook_sessions = jupyter_sessions.NotebookSessions(runtime.replicas.store if runtime.replicas else None)
         app.state.jupyter_clients = JupyterClients(Limits(
@@ -39,12 +40,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await runtime.stop()
 
+    metrics = Metrics()
     app = FastAPI(title="icotes execution gateway", version=__version__, lifespan=lifespan)
+    app.state.metrics = metrics
     app.add_middleware(JSONBodies)
     # Inside the access checks: a session held by another replica is served there.
     app.add_middleware(Forwarding)
     # Nothing runs, no kernel starts, before the token and the origin are checked...
-    app.add_middleware(AccessMiddleware, settings=settings)
+    app.add_middleware(AccessMiddleware, settings=settings, metrics=metrics)
     # ...and CORS wraps it, so a browser can read a 401 too.
     app.add_middleware(
         CORSMiddleware,
@@ -52,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_methods=["*"],
         allow_headers=["*"],
     )
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(rest.router)
     app.include_router(sessions.router)
     app.include_router(files.router)

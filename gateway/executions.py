@@ -12,23 +12,25 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from kernels.events import Event
+from kernels.events import Event, Finished
 from kernels.execution import ExecutionLimits, LimitsConfig, execute
 from kernels.languages import Languages
 from kernels.quotas import Quotas
 from kernels.session import Session
 
 from .frames import execution_frames
+from .metrics import Metrics
 from .protocol import ExecutionResult, Frame
 
 log = logging.getLogger("gateway")
 
 
 class Executions:
-    def __init__(self, limits: LimitsConfig, languages: Languages, quotas: Quotas) -> None:
+    def __init__(self, limits: LimitsConfig, languages: Languages, quotas: Quotas, metrics: Metrics) -> None:
         self.limits = limits
         self.languages = languages
         self.quotas = quotas
+        self.metrics = metrics
 
     def in_session(
         self,
@@ -40,6 +42,7 @@ class Executions:
         *,
         allow_stdin: bool,
         brief: bool = False,
+        surface: str = "ws",
     ) -> AsyncIterator[Frame]:
         """Queue `code` behind whatever the session runs; refused at once (an error raised
         here, before any frame) if it breaks a limit. No `language`: the session's own."""
@@ -47,7 +50,7 @@ class Executions:
         spec_name = self.languages.spec_for(language) if language else None
         self.languages.check_code(spec_name or session.spec_name, code)
         run = session.submit(code, limits, allow_stdin=allow_stdin, spec_name=spec_name)
-        return self._frames(run, ids, time.monotonic(), f"session {session.id}", brief)
+        return self._frames(run, ids, time.monotonic(), f"session {session.id}", surface, brief)
 
     def one_shot(
         self, owner: str, code: str, language: str | None, timeout: float | None, ids: dict[str, str]
@@ -67,19 +70,30 @@ class Executions:
         try:
             # No stdin: input() raises at once instead of waiting for an answer nobody can give.
             events = execute(kernel, code, limits, allow_stdin=False)
-            async for frame in self._frames(events, ids, started, f"one-shot {spec_name}"):
+            async for frame in self._frames(events, ids, started, f"one-shot {spec_name}", "rest"):
                 yield frame
         finally:
             # Thrown away, never reused; a client that left mid-stream also ends up here.
             quota.release(kernel)
 
     async def _frames(
-        self, events: AsyncIterator[Event], ids: dict[str, str], started: float, where: str, brief: bool = False
+        self, events: AsyncIterator[Event], ids: dict[str, str], started: float, where: str, surface: str, brief: bool = False
     ) -> AsyncIterator[Frame]:
         frame: Frame | None = None
+        finished: list[Finished] = []
         try:
-            async for frame in execution_frames(events, ids, started, brief):
+            async for frame in execution_frames(_keeping_end(events, finished), ids, started, brief):
                 yield frame
         finally:
             status = frame.status if isinstance(frame, ExecutionResult) else "abandoned"
-            log.info("%s: execution %s in %.3f s", where, status, time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            self.metrics.executed(surface, status, elapsed, finished[0] if finished else None, started)
+            log.info("%s: execution %s in %.3f s", where, status, elapsed)
+
+
+async def _keeping_end(events: AsyncIterator[Event], end: list[Finished]) -> AsyncIterator[Event]:
+    """`events`, the last one (`Finished`, with what the execution cost) kept in `end`."""
+    async for event in events:
+        if isinstance(event, Finished):
+            end.append(event)
+        yield event

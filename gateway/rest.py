@@ -30,6 +30,9 @@ async def api_info() -> ApiInfo:
             "GET /sessions": "list sessions",
             "POST /sessions/{id}/execute": "run code in a session",
             "WS /ws": "a session over a WebSocket (?session_id= attaches to one)",
+            "GET|PUT|DELETE /sessions/{id}/files/{path}": "a session's files (GET /sessions/{id}/files lists them)",
+            "POST /mcp": "the MCP endpoint (streamable HTTP) for AI agents",
+            "GET /metrics": "Prometheus metrics",
         },
     )
 

@@ -20,6 +20,7 @@ from kernels.runtime_dirs import RuntimeDirs
 from kernels.sandbox import Sandbox, SandboxConfig
 
 from .executions import Executions
+from .metrics import Metrics
 from .registry import SessionRegistry
 from .replicas import Replicas
 from .settings import Settings
@@ -38,8 +39,9 @@ def quota_limits(s: Settings) -> QuotaLimits:
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         configure_engines(RemoteConfig.model_validate(settings, from_attributes=True))
         specs = kernelspec_manager(settings.kernel_env, settings.kernelspec_dirs)
         self.languages = Languages(settings.languages, settings.default_language, specs)
@@ -50,10 +52,11 @@ class Runtime:
         self.pool = KernelPool(self.launch_options, PoolConfig.model_validate(settings, from_attributes=True))
         self.quotas = Quotas(quota_limits(settings), self.pool)
         self.sessions = SessionRegistry(settings, self.languages, self.quotas)
-        self.executions = Executions(LimitsConfig.model_validate(settings, from_attributes=True), self.languages, self.quotas)
+        self.executions = Executions(LimitsConfig.model_validate(settings, from_attributes=True), self.languages, self.quotas, self.metrics)
         self.replicas = Replicas(settings, self.sessions, self.launch_options) if settings.store_url else None
         self.sessions.replicas = self.replicas
         self.connections = 0
+        self.metrics.watch(self)
         self._culler: asyncio.Task[None] | None = None
 
     def launch_options(self, spec_name: str) -> LaunchOptions:
@@ -62,6 +65,7 @@ class Runtime:
             kernelspecs=self.languages.manager, local_host=self.local_host,
             remote=RemoteConfig.model_validate(self.settings, from_attributes=True),
             on_remote_launch=self.replicas.launched if self.replicas is not None else None,
+            on_started=self.metrics.kernel_started,
         )
         if self.languages.language_of(spec_name) == "python":
             # History in memory: IPython's default SQLite file in $HOME would be shared by

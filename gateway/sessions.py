@@ -100,6 +100,6 @@ async def run_in_session(
     session = rt.sessions.get(session_id, principal_of(request)).session
     # No stdin over plain HTTP: nobody could answer an input() prompt.
     frames = rt.executions.in_session(
-        session, body.code, body.language, body.timeout, request_ids(body.id, None), allow_stdin=False
+        session, body.code, body.language, body.timeout, request_ids(body.id, None), allow_stdin=False, surface="rest_session"
     )
     return await respond(frames, stream)

@@ -297,6 +297,8 @@ async def websocket_session(ws: WebSocket) -> None:
         return
     conn = Connection(ws, runtime, channel)
     replay = channel.attach(conn, last_seq)
+    if last_seq is not None:
+        runtime.metrics.replayed(len(replay.frames), replay.lost)
     resumed = session_id is not None
     conn.start([json.dumps(_session_frame(channel, resumed, replay).frame()), *replay.frames])
     runtime.connections += 1

@@ -59,6 +59,11 @@ class Finished:
     # The kernel did not recover (died, or stayed busy past the time-out's grace period):
     # whoever owns it must restart it before it can run anything else.
     kernel_lost: bool = False
+    # What it cost, for the operator's metrics: output bytes sent and dropped by the output
+    # limit, and when the kernel was asked to run it (monotonic; None: it never ran).
+    output_bytes: int = 0
+    dropped_bytes: int = 0
+    ran_from: float | None = None
 
 
 Event = Output | ClearOutput | UpdateDisplay | InputRequest | Status | Finished

@@ -116,7 +116,10 @@ async def execute(
     the time-out's interrupt grace period runs out.
     """
     run = _Execution(kernel, limits)
+    ran_from = time.monotonic()
     async for event in run.events(code, allow_stdin):
+        if isinstance(event, Finished):
+            event.output_bytes, event.dropped_bytes, event.ran_from = run.sent_bytes, run.dropped_bytes, ran_from
         yield event
 
 

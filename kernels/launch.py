@@ -37,6 +37,7 @@ class LaunchOptions:
     # Told of a remote kernel before its launch (False) and once its engine reports it
     # launched (True), before it is ready: from then on it can be reached from anywhere.
     on_remote_launch: Callable[[Kernel, bool], Awaitable[None]] | None = None
+    on_started: Callable[[Kernel, float], None] | None = None  # a kernel ready, and its start's seconds
 
 
 @functools.cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -135,9 +136,10 @@ class KernelPool:
         options = self._options_for(spec_name)
         options.env = {**options.env, **env}
         self.in_use += 1
+        started = time.monotonic()
         try:
             async with self._starts:
-                return await Kernel.start(spec_name, options)
+                return _told(await Kernel.start(spec_name, options), options, time.monotonic() - started)
         except BaseException:
             self.in_use -= 1
             raise
@@ -161,6 +163,7 @@ class KernelPool:
             "ready": sum(len(s.ready) for s in self._specs.values()),
             "ready_by_kernelspec": {name: len(s.ready) for name, s in self._specs.items()},
             "starting": sum(s.starting for s in self._specs.values()),
+            "starting_by_kernelspec": {name: s.starting for name, s in self._specs.items()},
             "in_use": self.in_use,
         }
 
@@ -195,8 +198,9 @@ class KernelPool:
             async with self._starts:
                 this = asyncio.current_task()
                 self._launching.add(this)
+                options, started = self._options_for(spec_name), time.monotonic()
                 try:
-                    kernel = await Kernel.start(spec_name, self._options_for(spec_name))
+                    kernel = _told(await Kernel.start(spec_name, options), options, time.monotonic() - started)
                 finally:
                     self._launching.discard(this)
         except KernelStartFailed as exc:
@@ -232,3 +236,9 @@ class KernelPool:
         task = asyncio.create_task(coro)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+
+
+def _told(kernel: Kernel, options: LaunchOptions, seconds: float) -> Kernel:
+    if options.on_started is not None:
+        options.on_started(kernel, seconds)
+    return kernel
