@@ -9,6 +9,7 @@ import secrets
 
 import uvicorn
 
+from . import logs
 from .app import create_app
 from .settings import Settings
 
@@ -29,9 +30,7 @@ class RedactTokens(logging.Filter):
 
 def main() -> None:
     settings = Settings(_cli_parse_args=True, _cli_prog_name="python -m gateway")
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     ensure_token(settings)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per forwarded request
     for name in ("uvicorn.access", "uvicorn.error"):
@@ -41,6 +40,8 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        # JSON lines: uvicorn's own loggers go through the root's handler too.
+        **({"log_config": None} if settings.log_format == "json" else {}),
         ws="websockets-sansio",
         # Messages up to max_message_bytes get an error frame from us; far larger ones are
         # cut by uvicorn (close 1009) before they are even buffered.

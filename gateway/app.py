@@ -14,6 +14,7 @@ from .access import AccessMiddleware
 from .forwarding import Forwarding
 from .errors import HANDLED, http_error, http_exception
 from .json_bodies import JSONBodies
+from .logs import RequestIds
 from .metrics import Metrics, metrics_endpoint
 from .jupyter_fanout import JupyterClients, Limits
 from .runtime import Runtime
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_methods=["*"],
         allow_headers=["*"],
     )
+    app.add_middleware(RequestIds)  # outermost: every line logged about a request carries its id
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(rest.router)
     app.include_router(sessions.router)

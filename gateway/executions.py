@@ -50,7 +50,7 @@ class Executions:
         spec_name = self.languages.spec_for(language) if language else None
         self.languages.check_code(spec_name or session.spec_name, code)
         run = session.submit(code, limits, allow_stdin=allow_stdin, spec_name=spec_name)
-        return self._frames(run, ids, time.monotonic(), f"session {session.id}", surface, brief)
+        return self._frames(run, ids, time.monotonic(), ("session", session.id), surface, brief)
 
     def one_shot(
         self, owner: str, code: str, language: str | None, timeout: float | None, ids: dict[str, str]
@@ -70,14 +70,14 @@ class Executions:
         try:
             # No stdin: input() raises at once instead of waiting for an answer nobody can give.
             events = execute(kernel, code, limits, allow_stdin=False)
-            async for frame in self._frames(events, ids, started, f"one-shot {spec_name}", "rest"):
+            async for frame in self._frames(events, ids, started, ("one-shot", spec_name), "rest"):
                 yield frame
         finally:
             # Thrown away, never reused; a client that left mid-stream also ends up here.
             quota.release(kernel)
 
     async def _frames(
-        self, events: AsyncIterator[Event], ids: dict[str, str], started: float, where: str, surface: str, brief: bool = False
+        self, events: AsyncIterator[Event], ids: dict[str, str], started: float, where: tuple[str, str], surface: str, brief: bool = False
     ) -> AsyncIterator[Frame]:
         frame: Frame | None = None
         finished: list[Finished] = []
@@ -88,7 +88,8 @@ class Executions:
             status = frame.status if isinstance(frame, ExecutionResult) else "abandoned"
             elapsed = time.monotonic() - started
             self.metrics.executed(surface, status, elapsed, finished[0] if finished else None, started)
-            log.info("%s: execution %s in %.3f s", where, status, elapsed)
+            # "session %s: ..." (logs.py lifts the id out of such lines)
+            log.info(f"{where[0]} %s: execution %s in %.3f s", where[1], status, elapsed)
 
 
 async def _keeping_end(events: AsyncIterator[Event], end: list[Finished]) -> AsyncIterator[Event]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -28,6 +30,7 @@ class Settings(BaseSettings, SandboxConfig, LimitsConfig, PoolConfig, RemoteConf
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, description="port to listen on")
     log_level: str = Field("info", description="logging level: debug, info, warning, error")
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text, or as JSON objects carrying the session, kernel and request ids")
     cors_origins: list[str] = Field(
         default=[
             "http://localhost:5173",
