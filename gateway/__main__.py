@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import re
 import secrets
+import signal
+from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -35,8 +39,9 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per forwarded request
     for name in ("uvicorn.access", "uvicorn.error"):
         logging.getLogger(name).addFilter(RedactTokens())
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -49,6 +54,30 @@ def main() -> None:
         # Compressing every frame costs CPU on each of them, most of which are small.
         ws_per_message_deflate=settings.ws_compression,
     )
+    DrainingServer(config, app).run()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, whose first SIGTERM drains (drain.py) before it stops; a second
+    one stops at once."""
+
+    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        drain = getattr(self.app.state, "drain", None)
+        if sig != signal.SIGTERM or drain is None or self.should_exit:
+            super().handle_exit(sig, frame)
+        elif drain.started:  # the second: now
+            self.force_exit = True
+            super().handle_exit(sig, frame)
+        else:
+            self._captured_signals.append(sig)  # uvicorn raises it again once stopped
+            asyncio.get_event_loop().call_soon_threadsafe(drain.begin, self._stop)
+
+    def _stop(self) -> None:
+        self.should_exit = True
 
 
 def ensure_token(settings: Settings) -> None:

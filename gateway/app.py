@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__, files, jupyter, jupyter_sessions, mcp, rest, sessions, ws
 from .access import AccessMiddleware
 from .forwarding import Forwarding
+from .drain import Drain
 from .errors import HANDLED, http_error, http_exception
 from .json_bodies import JSONBodies
 from .logs import RequestIds
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings, metrics)
         app.state.runtime = runtime
+        app.state.drain = Drain(runtime, settings.drain_timeout_s)
         app.state.notebook_sessions = jupyter_sessions.NotebookSessions(runtime.replicas.store if runtime.replicas else None)
         app.state.jupyter_clients = JupyterClients(Limits(
             kernel_bytes=settings.jupyter_queue_bytes, gateway_bytes=settings.jupyter_gateway_queue_bytes,

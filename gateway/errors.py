@@ -28,6 +28,7 @@ from kernels.errors import (
     SessionClosed,
     SessionLost,
     SessionMoving,
+    ServiceDraining,
     SessionNotFound,
     StorageFull,
     TimeoutTooLarge,
@@ -46,6 +47,7 @@ WS_NO_SESSION = 4404
 WS_TAKEN_OVER = 4409
 WS_SESSION_LOST = 4410
 WS_TRY_AGAIN_LATER = 1013  # the standard "try again later"
+WS_SERVICE_RESTART = 1012  # the standard "service restart": the gateway is draining
 
 RETRY_AFTER_S = 5
 
@@ -64,6 +66,7 @@ _STATUS: dict[type[Exception], tuple[int, int]] = {
     NoKernelForLanguage: (409, WS_BAD_REQUEST),
     KernelDied: (409, WS_TRY_AGAIN_LATER),
     CapacityExceeded: (503, WS_TRY_AGAIN_LATER),
+    ServiceDraining: (503, WS_TRY_AGAIN_LATER),
     ClientQuotaExceeded: (429, WS_TRY_AGAIN_LATER),
     KernelStartFailed: (503, WS_TRY_AGAIN_LATER),
     KernelBusyTimeout: (504, WS_TRY_AGAIN_LATER),

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from kernels.errors import ServiceDraining
 from kernels.events import Event, Finished
 from kernels.execution import ExecutionLimits, LimitsConfig, execute
 from kernels.languages import Languages
@@ -31,6 +32,8 @@ class Executions:
         self.languages = languages
         self.quotas = quotas
         self.metrics = metrics
+        self.running = 0  # executions under way (a drain waits for them)
+        self.draining: str | None = None  # why no one-shot starts now (drain.py)
 
     def in_session(
         self,
@@ -56,6 +59,8 @@ class Executions:
         self, owner: str, code: str, language: str | None, timeout: float | None, ids: dict[str, str]
     ) -> AsyncIterator[Frame]:
         """Run `code` on a fresh kernel of the owner's share, thrown away afterwards."""
+        if self.draining is not None:
+            raise ServiceDraining(self.draining)
         limits = self.limits.for_request(code, timeout)
         spec_name = self.languages.spec_for(language)
         self.languages.check_code(spec_name, code)
@@ -81,10 +86,12 @@ class Executions:
     ) -> AsyncIterator[Frame]:
         frame: Frame | None = None
         finished: list[Finished] = []
+        self.running += 1
         try:
             async for frame in execution_frames(_keeping_end(events, finished), ids, started, brief):
                 yield frame
         finally:
+            self.running -= 1
             status = frame.status if isinstance(frame, ExecutionResult) else "abandoned"
             elapsed = time.monotonic() - started
             self.metrics.executed(surface, status, elapsed, finished[0] if finished else None, started)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from kernels.errors import CapacityExceeded, ClientQuotaExceeded, SessionNotFound
+from kernels.errors import CapacityExceeded, ClientQuotaExceeded, ServiceDraining, SessionNotFound
 from kernels.kernel import Kernel
 from kernels.languages import Languages
 from kernels.quotas import Quotas
@@ -35,6 +35,7 @@ class SessionRegistry:
         self._channels: dict[str, SessionChannel] = {}
         self._pending = 0  # sessions whose kernel is being fetched
         self.replicas: Replicas | None = None  # with a shared store: the other replicas
+        self.draining: str | None = None  # why no session opens now (drain.py)
 
     async def open(
         self,
@@ -46,6 +47,8 @@ class SessionRegistry:
     ) -> SessionChannel:
         """A new session of `owner`'s, on a kernel of `language` (or of `spec_name`)."""
         s = self.settings
+        if self.draining is not None:
+            raise ServiceDraining(self.draining)
         # Pending creations count, so a burst cannot overshoot the limit.
         if len(self._channels) + self._pending >= s.max_sessions:
             raise CapacityExceeded(f"the gateway runs max_sessions ({s.max_sessions}) sessions; try again later")
@@ -90,13 +93,16 @@ class SessionRegistry:
             channel.expiry = asyncio.get_running_loop().call_later(self.settings.session_grace_s, self.expire(channel))
         return channel
 
-    async def hand_over(self, session_id: str) -> None:
-        """Another replica holds the session now: let go of it here, kernels left running."""
+    async def hand_over(
+        self, session_id: str, reason: str = "the session moved to another gateway replica; reconnect", code: int = WS_TAKEN_OVER
+    ) -> None:
+        """Another replica holds the session now (or will: a drain): let go of it here,
+        kernels left running."""
         channel = self._channels.pop(session_id, None)
         if channel is None:
             return
         await channel.session.close(hand_over=True)
-        await channel.close("the session moved to another gateway replica; reconnect", WS_TAKEN_OVER)
+        await channel.close(reason, code)
         log.info("session %s: handed over to another replica", session_id)
 
     def get(self, session_id: str, owner: str) -> SessionChannel:

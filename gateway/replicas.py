@@ -101,8 +101,10 @@ class Replicas:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self._heartbeat.stop)
         await self.http.aclose()
-        try:  # its sessions are closed, its pool shut down: nothing to take over
-            await self.store.forget_replica(self.id)
+        try:  # its sessions closed, its pool shut down: nothing to take over, unless a
+            # drain left sessions of remote kernels for the others to take (drain.py)
+            if not await self.store.held_by(self.id):
+                await self.store.forget_replica(self.id)
         except Exception as exc:
             log.warning("store: replica %s not removed: %s", self.id, exc)
         await self.store.close()

@@ -103,6 +103,11 @@ class Store:
         alive = await self._redis.mget([_P + "replica:" + i for i in ids]) if ids else []
         return [i for i, a in zip(ids, alive) if a is None and i != self.replica_id]
 
+    async def others_alive(self) -> bool:
+        """Another replica beats now (one that could take this one's sessions over)."""
+        ids = [i.decode() for i in await self._redis.smembers(_P + "replicas") if i.decode() != self.replica_id]
+        return bool(ids) and any(a is not None for a in await self._redis.mget([_P + "replica:" + i for i in ids]))
+
     async def held_by(self, replica_id: str) -> list[str]:
         return [s.decode() for s in await self._redis.smembers(_P + "held:" + replica_id)]
 

@@ -87,6 +87,11 @@ class CapacityExceeded(GatewayError):
     """The session or kernel limit is reached (pending starts included): try again later."""
 
 
+class ServiceDraining(GatewayError):
+    """The gateway is draining before it stops: no new sessions or one-shots; try again
+    (another replica, or the restarted one)."""
+
+
 class ClientQuotaExceeded(GatewayError):
     """This client is at its own share (sessions, kernels, starts per minute); others are not."""
 

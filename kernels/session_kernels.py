@@ -108,6 +108,10 @@ class SessionKernels:
             self._drop(kernel)
         self._kernels = {}
 
+    def all_remote(self) -> bool:
+        """Every kernel is placed elsewhere (and so can outlive this gateway)."""
+        return bool(self._kernels) and all(kernel.remote for kernel in self._kernels.values())
+
     def let_go_all(self) -> None:
         """Disconnect from every kernel and leave them running: another gateway has them."""
         for kernel in self._kernels.values():

@@ -37,6 +37,7 @@ class GatewayServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         extra = env or {}
+        settings.setdefault("drain_timeout_s", 5)  # SIGTERM drains: within the 20 s stop() waits
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         env.update({f"GATEWAY_{k.upper()}": _env_value(v) for k, v in settings.items()})
         env.update(extra)
