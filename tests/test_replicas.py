@@ -62,6 +62,13 @@ class Cluster:
         dead.stop()
         self.replicas[i] = self._start()
 
+    def terminate(self, i: int) -> set[int]:
+        """SIGTERM replica `i` (it drains), and start a new one in its place; the local
+        kernel pids it left behind."""
+        left = self.replicas[i].stop()
+        self.replicas[i] = self._start()
+        return left
+
     def stop(self) -> set[int]:
         left: set[int] = set()
         for replica in self.replicas:
@@ -312,6 +319,27 @@ async def test_a_killed_replicas_remote_sessions_go_on_elsewhere(cluster: Cluste
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 10)
         assert closed.value.rcvd.code == 4410
+    _delete(b, remote)
+
+
+async def test_a_drained_replicas_remote_sessions_move_to_another(cluster: Cluster) -> None:
+    a, b = cluster.replicas
+    remote = _session(a)
+    local = _session(a, "python")
+    async with connect(a, f"/ws?session_id={remote}", additional_headers=AUTH) as client:
+        before = result_of(await client.run("import os\nstate = 'drained'\nprint(os.getpid())"))
+        last_seq = before["seq"]
+        stopping = asyncio.get_running_loop().run_in_executor(None, cluster.terminate, 0)
+        with pytest.raises(websockets.ConnectionClosed) as told:
+            await client.until(lambda f: False, 20)
+        assert told.value.rcvd.code == 1012  # "service restart": reconnect
+    assert not await asyncio.wait_for(stopping, 60)  # its own kernels: shut down
+    client = await _reconnect(b, remote, last_seq, deadline_s=15)
+    async with client.ws:
+        after = result_of(await client.run("print(state, os.getpid())", id="after"))
+        assert after["output"] == [f"drained {before['output'][0]}"]  # the same process, state intact
+    # A session of the drained replica's own kernel ended with it, and says so.
+    assert httpx.get(f"{b.url}/sessions/{local}", headers=AUTH).status_code in (404, 410)
     _delete(b, remote)
 
 
