@@ -16,6 +16,7 @@ from .drain import Drain
 from .errors import HANDLED, http_error, http_exception
 from .json_bodies import JSONBodies
 from .logs import RequestIds
+from .tracing import TraceParents
 from .metrics import Metrics, metrics_endpoint
 from .jupyter_fanout import JupyterClients, Limits
 from .runtime import Runtime
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_methods=["*"],
         allow_headers=["*"],
     )
+    if settings.otlp_endpoint:
+        app.add_middleware(TraceParents)  # the caller's traceparent, for its executions' spans
     app.add_middleware(RequestIds)  # outermost: every line logged about a request carries its id
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(rest.router)

@@ -21,17 +21,19 @@ from kernels.session import Session
 
 from .frames import execution_frames
 from .metrics import Metrics
+from .tracing import Tracing, end_execution
 from .protocol import ExecutionResult, Frame
 
 log = logging.getLogger("gateway")
 
 
 class Executions:
-    def __init__(self, limits: LimitsConfig, languages: Languages, quotas: Quotas, metrics: Metrics) -> None:
+    def __init__(self, limits: LimitsConfig, languages: Languages, quotas: Quotas, metrics: Metrics, tracing: Tracing) -> None:
         self.limits = limits
         self.languages = languages
         self.quotas = quotas
         self.metrics = metrics
+        self.tracing = tracing
         self.running = 0  # executions under way (a drain waits for them)
         self.draining: str | None = None  # why no one-shot starts now (drain.py)
 
@@ -87,6 +89,7 @@ class Executions:
         frame: Frame | None = None
         finished: list[Finished] = []
         self.running += 1
+        span = self.tracing.execution(surface, where, started)
         try:
             async for frame in execution_frames(_keeping_end(events, finished), ids, started, brief):
                 yield frame
@@ -94,7 +97,11 @@ class Executions:
             self.running -= 1
             status = frame.status if isinstance(frame, ExecutionResult) else "abandoned"
             elapsed = time.monotonic() - started
-            self.metrics.executed(surface, status, elapsed, finished[0] if finished else None, started)
+            end = finished[0] if finished else None
+            self.metrics.executed(surface, status, elapsed, end, started)
+            if span is not None:
+                ran = end.ran_from - started if end is not None and end.ran_from is not None else None
+                end_execution(span, status, elapsed, ran, end.output_bytes if end else 0, end.dropped_bytes if end else 0)
             # "session %s: ..." (logs.py lifts the id out of such lines)
             log.info(f"{where[0]} %s: execution %s in %.3f s", where[1], status, elapsed)
 

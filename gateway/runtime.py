@@ -21,6 +21,7 @@ from kernels.sandbox import Sandbox, SandboxConfig
 
 from .executions import Executions
 from .metrics import Metrics
+from .tracing import Tracing
 from .registry import SessionRegistry
 from .replicas import Replicas
 from .settings import Settings
@@ -42,6 +43,7 @@ class Runtime:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.tracing = Tracing(settings.otlp_endpoint)
         configure_engines(RemoteConfig.model_validate(settings, from_attributes=True))
         specs = kernelspec_manager(settings.kernel_env, settings.kernelspec_dirs)
         self.languages = Languages(settings.languages, settings.default_language, specs)
@@ -52,7 +54,7 @@ class Runtime:
         self.pool = KernelPool(self.launch_options, PoolConfig.model_validate(settings, from_attributes=True))
         self.quotas = Quotas(quota_limits(settings), self.pool)
         self.sessions = SessionRegistry(settings, self.languages, self.quotas)
-        self.executions = Executions(LimitsConfig.model_validate(settings, from_attributes=True), self.languages, self.quotas, self.metrics)
+        self.executions = Executions(LimitsConfig.model_validate(settings, from_attributes=True), self.languages, self.quotas, self.metrics, self.tracing)
         self.replicas = Replicas(settings, self.sessions, self.launch_options) if settings.store_url else None
         self.sessions.replicas = self.replicas
         self.connections = 0
@@ -93,4 +95,5 @@ class Runtime:
             await self.replicas.stop()
         self.forks.close()
         self.sandbox.close()
+        self.tracing.shutdown()
         self.runtime_dirs.close()

@@ -79,6 +79,7 @@ class Settings(BaseSettings, SandboxConfig, LimitsConfig, PoolConfig, RemoteConf
     max_upload_bytes: int = Field(256 * 2**20, gt=0, description="largest file upload (PUT /sessions/{id}/files/...); the kernel's home has its own size too")
     file_timeout_s: float = Field(30.0, gt=0, description="seconds a kernel has to answer each step of a file request")
     drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long running executions may finish before clients are told and kernels shut down")
+    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP traces endpoint (http://collector:4318/v1/traces): a span per execution; unset: no tracing")
     metrics_public: bool = Field(False, description="serve /metrics without the token (for a scraper on a trusted network)")
     mcp_enabled: bool = Field(True, description="serve the MCP endpoint at /mcp (behind the same tokens)")
     mcp_max_text_chars: int = Field(20000, gt=0, description="text an MCP tool result carries at most (outputs, errors); the rest is cut, and said so")
