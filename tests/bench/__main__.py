@@ -25,6 +25,7 @@ from . import servers
 from .drivers import KGSession, OursSession, RawSession, Run, ours_one_shot
 from .files import files_rows
 from .takeover import takeover_rows
+from .tracing import tracing_rows
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 PRINT_LOOP = "for i in range(100000): print(i)"
@@ -365,6 +366,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results["9_ssh"] = await ssh_rows(args)
             step(f"10 a replica SIGKILLed: its {args.takeover_sessions} sessions answering again, {args.takeover_rounds} rounds")
             results["10_takeover"] = await takeover_rows(args.takeover_sessions, args.takeover_rounds)
+            step("12 a warm execute with tracing on and off, in turns")
+            results["12_tracing"] = await tracing_rows()
             step(f"5 {args.sessions} concurrent sessions, {args.rounds} rounds each")
             await refill()
             results["5_concurrent"] = await concurrent(open_ours, open_raw, open_kg, ours, kg, args, refill)
@@ -515,6 +518,9 @@ def table(r: dict[str, Any]) -> str:
         rows.append((f"11 a {mib} MiB file in, p50 (s) [raw, kg: by code]", f["ours"]["upload_s"], f["raw"]["upload_s"], f["kg"]["upload_s"]))
         rows.append(("11 ... and out, p50 (s)", f["ours"]["download_s"], f["raw"]["download_s"], f["kg"]["download_s"]))
         rows.append(("11 ... bytes out delivered (%)", 100.0, f["raw"]["download_delivered_pct"], f["kg"]["download_delivered_pct"]))
+    if "12_tracing" in r:
+        t = r["12_tracing"]
+        rows.append(("12 warm 1+1 p50, tracing on (ms) [raw: off]", t["tracing_on"], t["tracing_off"], None))
     head = f"| {'measure':48} | {'ours':>9} | {'raw jc':>9} | {'kernel gw':>9} | {'ours/raw':>8} | {'ours/kg':>8} |"
     lines = [head, "|" + "|".join("-" * (len(c) ) for c in head.split("|")[1:-1]) + "|"]
     for name, ours, raw, kg in rows:

@@ -186,3 +186,18 @@ def _jupyter_msg(msg_id: str, session: str, code: str) -> dict[str, Any]:
         "channel": "shell",
         "buffers": [],
     }
+
+
+async def alternating(sessions: dict[str, OursSession], blocks: int, runs: int) -> dict[str, float]:
+    """Warm `1+1` p50 (ms) of each session, the sessions taking turns block by block (so a
+    noisy spell of the machine hits them all); the sessions are closed afterwards."""
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for block in range(blocks):
+        for name in sorted(sessions, reverse=block % 2 == 1):
+            for _ in range(runs):
+                start = time.perf_counter()
+                await sessions[name].run("1+1")
+                times[name].append(time.perf_counter() - start)
+    for session in sessions.values():
+        await session.close()
+    return {name: sorted(t)[len(t) // 2] * 1000 for name, t in times.items()}

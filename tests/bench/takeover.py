@@ -26,7 +26,7 @@ from ..services import Redis
 from ..ssh_host import SPEC as SSH_SPEC
 from ..ssh_host import SshHost
 from . import servers
-from .drivers import OursSession
+from .drivers import OursSession, alternating
 
 _TIMEOUT = 60
 
@@ -116,18 +116,9 @@ async def _store_on_and_off(replica: servers.Server, blocks: int = 6, runs: int 
             "store_on": await OursSession.open(replica.ws_url, language="python"),
             "store_off": await OursSession.open(alone.ws_url, language="python"),
         }
-        times: dict[str, list[float]] = {name: [] for name in sessions}
-        for block in range(blocks):
-            for name in sorted(sessions, reverse=block % 2 == 1):
-                for _ in range(runs):
-                    start = time.perf_counter()
-                    await sessions[name].run("1+1")
-                    times[name].append(time.perf_counter() - start)
-        for session in sessions.values():
-            await session.close()
+        return await alternating(sessions, blocks, runs)
     finally:
         alone.stop()
-    return {name: statistics.median(t) * 1000 for name, t in times.items()}
 
 
 async def _new_session_ms(replica: servers.Server, runs: int) -> float:
