@@ -40,6 +40,8 @@ ensure_debian_packages() {
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
     command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
   fi
+  # the playground's tests drive Debian's Chromium (Playwright cannot download its own here)
+  if [ "${1:-}" = test ]; then command -v chromium >/dev/null 2>&1 || missing+=(chromium); fi
   [ ${#missing[@]} -eq 0 ] && return
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing ${missing[*]} with apt-get"

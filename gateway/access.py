@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import WS_FORBIDDEN, WS_UNAUTHORIZED
 from .metrics import Metrics
+from .playground import wants_html
 from .settings import Settings
 
 ANONYMOUS = "anonymous"
@@ -67,7 +68,7 @@ class AccessMiddleware:
         if refused is not None:
             await _json(send, 403, refused)
             return
-        if scope["method"] != "OPTIONS" and scope["path"] not in self.open_paths:
+        if scope["method"] != "OPTIONS" and scope["path"] not in self.open_paths and not _browser_page(scope):
             principal = self._principal(scope)
             if principal is None:
                 self.failures.labels("token").inc()
@@ -144,6 +145,13 @@ class AccessMiddleware:
         if origin in self.settings.cors_origins or "*" in self.settings.cors_origins:
             return True
         return host is not None and self._host_allowed(host) and urlsplit(origin).netloc.lower() == host.lower()
+
+
+def _browser_page(scope: Scope) -> bool:
+    """The playground, and `/` asked for by a browser: pages that hold nothing (playground.py)."""
+    if scope["method"] != "GET":
+        return False
+    return scope["path"] == "/playground" or (scope["path"] == "/" and wants_html(_header(scope, b"accept") or ""))
 
 
 def forwarded_mark(secret: str) -> str:

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, files, jupyter, jupyter_sessions, mcp, rest, sessions, ws
+from . import __version__, files, jupyter, jupyter_sessions, mcp, playground, rest, sessions, ws
 from .access import AccessMiddleware
 from .forwarding import Forwarding
 from .drain import Drain
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIds)  # outermost: every line logged about a request carries its id
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(rest.router)
+    app.include_router(playground.router)
     app.include_router(sessions.router)
     app.include_router(files.router)
     app.include_router(ws.router)

@@ -41,7 +41,7 @@ def request_ids(id: str | None, execution_id: str | None) -> dict[str, str]:
 
 def event_frame(event: Event, ids: dict[str, str]) -> Frame:
     if isinstance(event, Output):
-        return OutputFrame(**ids, output=event.output)
+        return OutputFrame(**ids, output=event.output, display_id=event.display_id)
     if isinstance(event, Status):
         return StatusFrame(**ids, execution_state=event.execution_state)
     if isinstance(event, ClearOutput):

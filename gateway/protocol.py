@@ -135,6 +135,7 @@ class OutputFrame(_Frame):
 
     type: Literal["output"] = "output"
     output: dict[str, Any]
+    display_id: str | None = Field(None, description="the display this output is, for later `update_display_data` frames")
 
 
 class StatusFrame(_Frame):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse
 
 from . import __version__
 from .access import principal_of
 from .deps import RuntimeDep, runtime_of
 from .frames import request_ids
 from .models import ApiInfo, ExecuteRequest, Health, LanguageInfo
+from .playground import ROOT_FOR_BROWSERS, wants_html
 from .protocol import ExecutionResult
 from .sessions import run_in_session
 from .streaming import respond, wants_stream
@@ -17,7 +21,9 @@ router = APIRouter()
 
 
 @router.get("/", response_model=ApiInfo)
-async def api_info() -> ApiInfo:
+async def api_info(request: Request) -> Any:
+    if wants_html(request.headers.get("accept", "")):
+        return HTMLResponse(ROOT_FOR_BROWSERS)
     return ApiInfo(
         name="icotes execution gateway",
         version=__version__,
@@ -33,6 +39,7 @@ async def api_info() -> ApiInfo:
             "GET|PUT|DELETE /sessions/{id}/files/{path}": "a session's files (GET /sessions/{id}/files lists them)",
             "POST /mcp": "the MCP endpoint (streamable HTTP) for AI agents",
             "GET /metrics": "Prometheus metrics",
+            "GET /playground": "a page to run code in from a browser",
         },
     )
 
