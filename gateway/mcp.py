@@ -232,7 +232,10 @@ def build(app: FastAPI, settings: Settings) -> MCPServer:
     async def write_file(ctx: Context, session_id: str, path: str, content: str, base64_encoded: bool = False) -> list[Content]:
         """Write a file in the session's home (replacing it; parent directories made), for
         the session's code to read: `content` is text, or base64 with base64_encoded."""
-        data = base64.b64decode(content, validate=True) if base64_encoded else content.encode()
+        try:
+            data = base64.b64decode(content, validate=True) if base64_encoded else content.encode()
+        except ValueError:  # binascii.Error
+            raise ToolError("400: content is not valid base64") from None
         return _json((await gateway.call(ctx, "PUT", _file_url(session_id, path), content=data)).json())
 
     return server

@@ -41,6 +41,17 @@ async def mcp_client(server: GatewayServer, token: str | None) -> AsyncIterator[
                 yield session
 
 
+@asynccontextmanager
+async def session_of(server: GatewayServer) -> AsyncIterator[tuple[ClientSession, str]]:
+    """Alice's MCP client and a code session of hers, closed afterwards."""
+    async with mcp_client(server, ALICE) as alice:
+        session_id = await opened(alice)
+        try:
+            yield alice, session_id
+        finally:
+            await call(alice, "close_session", session_id=session_id)
+
+
 async def call(session: ClientSession, tool: str, **arguments: Any) -> Any:
     return await asyncio.wait_for(session.call_tool(tool, arguments), 90)
 
@@ -84,77 +95,63 @@ async def test_a_session_keeps_a_variable_between_calls_and_closes(mcp_server: G
 
 
 async def test_a_plot_comes_back_as_an_image_and_a_table_as_text(mcp_server: GatewayServer) -> None:
-    async with mcp_client(mcp_server, ALICE) as alice:
-        session_id = await opened(alice)
-        try:
-            code = (
-                "import pandas as pd, matplotlib.pyplot as plt\n"
-                "plt.plot([1, 3, 2]); plt.show()\n"
-                "pd.DataFrame({'city': ['Oslo', 'Lima'], 'temp': [4, 19]})"
-            )
-            result = await call(alice, "run_code", session_id=session_id, code=code)
-            images = [c for c in result.content if c.type == "image"]
-            assert len(images) == 1 and images[0].mime_type == "image/png"
-            assert base64.b64decode(images[0].data)[:8] == b"\x89PNG\r\n\x1a\n"
-            assert "Oslo" in texts(result) and "<Figure" not in texts(result)
-        finally:
-            await call(alice, "close_session", session_id=session_id)
+    async with session_of(mcp_server) as (alice, session_id):
+        code = (
+            "import pandas as pd, matplotlib.pyplot as plt\n"
+            "plt.plot([1, 3, 2]); plt.show()\n"
+            "pd.DataFrame({'city': ['Oslo', 'Lima'], 'temp': [4, 19]})"
+        )
+        result = await call(alice, "run_code", session_id=session_id, code=code)
+        images = [c for c in result.content if c.type == "image"]
+        assert len(images) == 1 and images[0].mime_type == "image/png"
+        assert base64.b64decode(images[0].data)[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "Oslo" in texts(result) and "<Figure" not in texts(result)
 
 
 async def test_an_uploaded_file_is_read_by_code_and_files_come_back(mcp_server: GatewayServer) -> None:
-    async with mcp_client(mcp_server, ALICE) as alice:
-        session_id = await opened(alice)
-        try:
-            wrote = await call(alice, "write_file", session_id=session_id, path="in/data.csv", content="a,b\n1,2\n3,4\n")
-            assert json.loads(wrote.content[0].text)["size"] == 12
-            result = await call(alice, "run_code", session_id=session_id, code=(
-                "import pandas as pd\ndf = pd.read_csv('in/data.csv')\nprint(df.b.sum())\n"
-                "df.to_csv('out.csv', index=False)\nopen('blob.bin', 'wb').write(bytes([0, 255, 7]))"
-            ))
-            assert "6" in texts(result).split("\n")
-            listing = json.loads((await call(alice, "list_files", session_id=session_id)).content[0].text)
-            assert {"in", "out.csv", "blob.bin"} <= {e["name"] for e in listing["entries"]}
-            assert texts(await call(alice, "read_file", session_id=session_id, path="out.csv")) == "a,b\n1,2\n3,4\n"
-            blob = (await call(alice, "read_file", session_id=session_id, path="blob.bin")).content[0]
-            assert blob.type == "resource" and base64.b64decode(blob.resource.blob) == bytes([0, 255, 7])
-            png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(16)).decode()
-            await call(alice, "write_file", session_id=session_id, path="i.png", content=png, base64_encoded=True)
-            assert (await call(alice, "read_file", session_id=session_id, path="i.png")).content[0].type == "image"
-            refused = await call(alice, "read_file", session_id=session_id, path="../etc/passwd")
-            assert refused.is_error and "400" in texts(refused)
-        finally:
-            await call(alice, "close_session", session_id=session_id)
+    async with session_of(mcp_server) as (alice, session_id):
+        wrote = await call(alice, "write_file", session_id=session_id, path="in/data.csv", content="a,b\n1,2\n3,4\n")
+        assert json.loads(wrote.content[0].text)["size"] == 12
+        result = await call(alice, "run_code", session_id=session_id, code=(
+            "import pandas as pd\ndf = pd.read_csv('in/data.csv')\nprint(df.b.sum())\n"
+            "df.to_csv('out.csv', index=False)\nopen('blob.bin', 'wb').write(bytes([0, 255, 7]))"
+        ))
+        assert "6" in texts(result).split("\n")
+        listing = json.loads((await call(alice, "list_files", session_id=session_id)).content[0].text)
+        assert {"in", "out.csv", "blob.bin"} <= {e["name"] for e in listing["entries"]}
+        assert texts(await call(alice, "read_file", session_id=session_id, path="out.csv")) == "a,b\n1,2\n3,4\n"
+        blob = (await call(alice, "read_file", session_id=session_id, path="blob.bin")).content[0]
+        assert blob.type == "resource" and base64.b64decode(blob.resource.blob) == bytes([0, 255, 7])
+        png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(16)).decode()
+        await call(alice, "write_file", session_id=session_id, path="i.png", content=png, base64_encoded=True)
+        assert (await call(alice, "read_file", session_id=session_id, path="i.png")).content[0].type == "image"
+        bad = await call(alice, "write_file", session_id=session_id, path="b.bin", content="not base64!", base64_encoded=True)
+        assert bad.is_error and "400: content is not valid base64" in texts(bad)
+        refused = await call(alice, "read_file", session_id=session_id, path="../etc/passwd")
+        assert refused.is_error and "400" in texts(refused)
 
 
 async def test_a_time_out_interrupts_and_keeps_the_state(mcp_server: GatewayServer) -> None:
-    async with mcp_client(mcp_server, ALICE) as alice:
-        session_id = await opened(alice)
-        try:
-            await call(alice, "run_code", session_id=session_id, code="kept = 'yes'")
-            result = await call(alice, "run_code", session_id=session_id, code="import time; time.sleep(60)", timeout=1)
-            assert texts(result).startswith("status: timeout")
-            again = await call(alice, "run_code", session_id=session_id, code="print(kept)")
-            assert texts(again).startswith("status: ok") and "yes" in texts(again).split("\n")
-        finally:
-            await call(alice, "close_session", session_id=session_id)
+    async with session_of(mcp_server) as (alice, session_id):
+        await call(alice, "run_code", session_id=session_id, code="kept = 'yes'")
+        result = await call(alice, "run_code", session_id=session_id, code="import time; time.sleep(60)", timeout=1)
+        assert texts(result).startswith("status: timeout")
+        again = await call(alice, "run_code", session_id=session_id, code="print(kept)")
+        assert texts(again).startswith("status: ok") and "yes" in texts(again).split("\n")
 
 
 async def test_an_interrupt_from_a_second_call(mcp_server: GatewayServer) -> None:
-    async with mcp_client(mcp_server, ALICE) as alice:
-        session_id = await opened(alice)
-        try:
-            running = asyncio.create_task(call(alice, "run_code", session_id=session_id, code="import time; time.sleep(60)"))
-            async with mcp_client(mcp_server, ALICE) as other:
-                for _ in range(100):
-                    state = json.loads((await call(other, "open_session", session_id=session_id)).content[0].text)
-                    if state["execution_state"] == "busy":
-                        break
-                    await asyncio.sleep(0.05)
-                assert not (await call(other, "interrupt", session_id=session_id)).is_error
-            result = await asyncio.wait_for(running, 30)
-            assert texts(result).startswith("status: interrupted") and "KeyboardInterrupt" in texts(result)
-        finally:
-            await call(alice, "close_session", session_id=session_id)
+    async with session_of(mcp_server) as (alice, session_id):
+        running = asyncio.create_task(call(alice, "run_code", session_id=session_id, code="import time; time.sleep(60)"))
+        async with mcp_client(mcp_server, ALICE) as other:
+            for _ in range(100):
+                state = json.loads((await call(other, "open_session", session_id=session_id)).content[0].text)
+                if state["execution_state"] == "busy":
+                    break
+                await asyncio.sleep(0.05)
+            assert not (await call(other, "interrupt", session_id=session_id)).is_error
+        result = await asyncio.wait_for(running, 30)
+        assert texts(result).startswith("status: interrupted") and "KeyboardInterrupt" in texts(result)
 
 
 async def test_big_output_is_cut_and_said_so(mcp_server: GatewayServer) -> None:

@@ -109,14 +109,18 @@ def _parent(path, create=False):
     return _walk(parts[:-1], create), parts[-1]
 
 
+def _lstat(fd, name, path):
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise Refused("not_found", f"{path} does not exist")
+
+
 def _open_regular(path):
     """A read fd of the regular file `path`, and its stat."""
     fd, name = _parent(path)
     try:
-        try:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            raise Refused("not_found", f"{path} does not exist")
+        st = _lstat(fd, name, path)
         if stat.S_ISDIR(st.st_mode):
             raise Refused("is_a_directory", f"{path} is a directory")
         if not stat.S_ISREG(st.st_mode):
@@ -140,10 +144,7 @@ def _open_regular(path):
 def _delete(path):
     fd, name = _parent(path)
     try:
-        try:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            raise Refused("not_found", f"{path} does not exist")
+        st = _lstat(fd, name, path)
         if stat.S_ISDIR(st.st_mode):
             try:
                 os.rmdir(name, dir_fd=fd)
