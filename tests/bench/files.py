@@ -14,13 +14,15 @@ from typing import Any
 
 import httpx
 
+# The baselines' kernels run in the bench's own directory: the file goes to /tmp, not the checkout.
+_PATH = "/tmp/icotes-bench-f.bin"
 
 
 def _upload_cell(data: bytes) -> str:
-    return f"import base64\nopen('f.bin', 'wb').write(base64.b64decode({base64.b64encode(data).decode()!r}))"
+    return f"import base64\nopen({_PATH!r}, 'wb').write(base64.b64decode({base64.b64encode(data).decode()!r}))"
 
 
-_DOWNLOAD_CELL = "import base64, sys\nsys.stdout.write(base64.b64encode(open('f.bin', 'rb').read()).decode())"
+_DOWNLOAD_CELL = f"import base64, sys\nsys.stdout.write(base64.b64encode(open({_PATH!r}, 'rb').read()).decode())"
 
 
 async def _through_code(open_session: Any, data: bytes, rounds: int) -> dict[str, float]:
