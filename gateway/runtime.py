@@ -73,7 +73,7 @@ class Runtime:
             # History in memory: IPython's default SQLite file in $HOME would be shared by
             # every kernel of the same user, so `%history -g` could show others' code.
             options.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
-            options.warm_up_code = files.warm_up_code()  # registers the kernel's file channel
+            options.warm_up_code = files.warm_up_code  # registers the kernel's file channel
         return options
 
     # -- life --------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import environment
+from . import environment, in_kernel
 from .errors import KernelStartFailed
 from .kernel_stderr import KernelStderr
 from .cgroups import Cgroup
@@ -57,6 +57,7 @@ PRELOAD = [
     "tornado.gen", "tornado.locks", "tornado.queues", "tornado.platform.asyncio",
     "debugpy", "sqlite3", "pdb", "jedi", "faulthandler", "http.server", "xmlrpc.client",
     "mimetypes", "email.parser", "encodings.idna",
+    "psutil", "jupyter_client.localinterfaces",  # the kernel's default ip asks psutil, lazily
     "numpy", "pandas", "matplotlib", "matplotlib.pyplot", "matplotlib_inline.backend_inline",
 ]
 
@@ -86,10 +87,11 @@ class ForkedProcess:
 
     stdin = stdout = stderr = None
 
-    def __init__(self, pid: int, pidfd: int, link: socket.socket) -> None:
+    def __init__(self, pid: int, pidfd: int, link: socket.socket, loaded: tuple[str, ...]) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.link = link
+        self.loaded = loaded  # the in-kernel modules (kernels/in_kernel/) its template loaded
         self.returncode: int | None = None
 
     async def ready(self) -> None:
@@ -211,7 +213,7 @@ class ForkServer:
             raise KernelStartFailed(f"the kernel template could not fork: {answer.get('error', 'it exited')}")
         link = socket.socket(fileno=fds[1])
         link.setblocking(False)
-        return ForkedProcess(answer["pid"], fds[0], link)
+        return ForkedProcess(answer["pid"], fds[0], link, tuple(template.hello.get("loaded", ())))
 
     @staticmethod
     async def _answer(template: Template, request: int) -> tuple[dict[str, Any], list[int]]:
@@ -253,7 +255,8 @@ class ForkServer:
         theirs.close()
         ours.setblocking(False)
         try:
-            ours.send(json.dumps({"preload": PRELOAD, "seccomp": self._filter()}).encode())
+            modules = {name: in_kernel.source(name) for name in in_kernel.FOR_TEMPLATES}
+            ours.send(json.dumps({"preload": PRELOAD, "modules": modules, "seccomp": self._filter()}).encode())
             try:
                 hello, _ = await _receive(ours, _START_TIMEOUT_S)
             except TimeoutError:

@@ -32,6 +32,11 @@ class ForkedProvisioner(ConfinedProvisioner):
     forks: ForkServer | None = None
     program: str | None = None
 
+    @property
+    def loaded(self) -> tuple[str, ...]:
+        """The in-kernel modules the kernel has before any code runs: its template's."""
+        return self.process.loaded if isinstance(self.process, ForkedProcess) else ()
+
     def _command(self, cmd: list[str]) -> list[str]:
         forks = self.parent.local_host.forks
         why = forks.possible if forks is not None else "no fork server"

@@ -131,7 +131,7 @@ class Kernel:
         if (ready := getattr(self.manager.provisioner, "kernel_ready", None)) is not None:
             ready()
         if options.warm_up_code is not None:
-            await self.warm_up(options.warm_up_code)
+            await self.warm_up(options.warm_up_code(getattr(self.manager.provisioner, "loaded", ())))
 
     async def connect(self) -> None:
         """Connect the client and start reading: the process is running already."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,7 +29,9 @@ class LaunchOptions:
     # What kernels launched on this host share (runtime dirs, sandbox); other provisioners
     # ignore it.
     local_host: LocalHost | None = None
-    warm_up_code: str | None = None  # a throw-away cell run before the kernel counts as ready
+    # The throw-away cell run before the kernel counts as ready, given the in-kernel modules
+    # (kernels/in_kernel/) its process has loaded already (a fork template's).
+    warm_up_code: Callable[[Collection[str]], str] | None = None
     # One for every kernel: each manager would otherwise make its own, which costs a
     # millisecond of CPU per start. It reads the spec from disk every time.
     kernelspecs: KernelSpecManager | None = None

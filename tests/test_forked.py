@@ -97,6 +97,23 @@ async def test_a_forked_kernel_has_a_fresh_interpreters_signals_and_no_inherited
         assert set(open_files(kernel.pid).values()) & held == {"/dev/null", stderr}
 
 
+async def test_a_forked_kernel_collects_garbage_and_its_debugger_knows_the_library_modules(server: GatewayServer) -> None:
+    """The template runs without the collector and hands ipykernel a snapshot of its modules
+    (icotes_fork_child.snapshot_modules): a kernel has the collector back, and its debugger's
+    list of library files (what "just my code" skips) is the modules' own."""
+    async with connect(server) as client:
+        code = (
+            "import gc, sys\n"
+            "class Cycle: pass\n"
+            "c = Cycle(); c.me = c; del c\n"
+            "print(gc.isenabled(), gc.collect() >= 1)\n"
+            "files = get_ipython().kernel._kernel_modules\n"
+            "print(sys.modules['pandas'].__file__ in files, sys.modules['ipykernel.kernelapp'].__file__ in files)\n"
+            "print(all(isinstance(f, str) for f in files), len(files) > 500)"
+        )
+        assert output(await client.run(code)) == ["True True", "True True", "True True"]
+
+
 async def test_forked_kernels_do_not_share_random_seeds(server: GatewayServer) -> None:
     code = "import random, numpy\nprint(random.random(), numpy.random.random())"
     async with connect(server) as one, connect(server) as two:

@@ -1,5 +1,7 @@
 """The kernel's side of the gateway's file channel (kernels/files.py); run inside an IPython
-kernel by its warm-up cell, never imported by the gateway.
+kernel by its warm-up cell, never imported by the gateway. A forked kernel's template loads
+it beforehand (fork_server.py), where `register()` has no kernel yet and does nothing; the
+forked kernel's warm-up cell calls `register()` itself.
 
 It registers the comm target `icotes.files`. Each operation is one comm the gateway opens,
 on a subshell of its own where the kernel has them, so it runs beside the user's code: the
@@ -21,8 +23,7 @@ import sys
 
 TARGET = "icotes.files"
 CHUNK = 512 * 1024
-# The home: $HOME, or where the kernel started if it has none (a remote account may not).
-_HOME = os.path.realpath(os.path.expanduser("~") if os.path.isdir(os.path.expanduser("~")) else os.getcwd())
+_HOME = "/nonexistent"  # the kernel's home, set by register(): in a template it is not known yet
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -324,17 +325,25 @@ def _serve(comm, path, kind):
 
 
 def register():
-    """Register the comm target with the running kernel; once (the module stays in
-    sys.modules, out of the user's namespace, so `%reset` does not remove it)."""
-    if "icotes_files" in sys.modules:
-        return
+    """Register the comm target with the running kernel, once, and keep this module in
+    sys.modules, out of the user's namespace, so `%reset` does not remove it."""
+    global _HOME
     from IPython import get_ipython
 
-    kernel = get_ipython().kernel
-    kernel.comm_manager.register_target(TARGET, _opened)
-    module = type(sys)("icotes_files")
-    module.__dict__.update(globals())
-    sys.modules["icotes_files"] = module
+    shell = get_ipython()
+    if shell is None:
+        return  # loaded by a fork template: no kernel yet
+    manager = shell.kernel.comm_manager
+    if TARGET in manager.targets:
+        return
+    # The home: $HOME, or where the kernel started if it has none (a remote account may not).
+    home = os.path.expanduser("~")
+    _HOME = os.path.realpath(home if os.path.isdir(home) else os.getcwd())
+    manager.register_target(TARGET, _opened)
+    if getattr(sys.modules.get("icotes_files"), "register", None) is not register:
+        module = type(sys)("icotes_files")
+        module.__dict__.update(globals())
+        sys.modules["icotes_files"] = module
 
 
 register()

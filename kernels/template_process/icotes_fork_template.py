@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 
-from icotes_fork_child import CLONE_NEWPID, check, init, libc
+from icotes_fork_child import CLONE_NEWPID, check, init, libc, snapshot_modules
 
 _OWN_PID_NS = -1  # the template's PID namespace, where its children go back to after each fork
 CONTROL_FD = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 3
@@ -39,6 +39,22 @@ def preload(modules: list[str]) -> list[str]:
         except Exception as exc:  # a library missing from this environment: not fatal
             failed.append(f"{name}: {exc}")
     return failed
+
+
+def load(modules: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Load the gateway's in-kernel modules, sent as source (kernels/in_kernel/): those
+    loaded, and what failed."""
+    loaded, failed = [], []
+    for name, source in modules.items():
+        module = type(sys)(name)
+        try:
+            exec(compile(source, name, "exec"), module.__dict__)
+        except Exception as exc:
+            failed.append(f"{name}: {exc}")
+            continue
+        sys.modules[name] = module
+        loaded.append(name)
+    return loaded, failed
 
 
 def _threads() -> int:
@@ -110,11 +126,17 @@ def main() -> None:
     control = socket.socket(fileno=CONTROL_FD)
     config = json.loads(control.recv(_MAX_MSG))
     started = time.monotonic()
+    # No collection from here to the fork: one would free objects between the imports' and
+    # leave holes that a child's allocations fill, copying the pages on write (gc.freeze's
+    # documented recipe). The children enable the collector again.
+    gc.disable()
     failed = preload(config["preload"])
-    gc.collect()
+    loaded, not_loaded = load(config["modules"])
+    snapshot_modules()
     gc.freeze()  # what the children never free stays out of the collector's walks: shared
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # an init that ends is reaped by the kernel itself
-    hello = {"ready": True, "threads": _threads(), "failed": failed, "seconds": round(time.monotonic() - started, 3)}
+    hello = {"ready": True, "threads": _threads(), "failed": failed + not_loaded, "loaded": loaded,
+             "seconds": round(time.monotonic() - started, 3)}
     control.send(json.dumps(hello).encode())
     if hello["threads"] == 1:
         _serve(control, config["seccomp"])
