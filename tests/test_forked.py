@@ -114,6 +114,27 @@ async def test_a_forked_kernel_collects_garbage_and_its_debugger_knows_the_libra
         assert output(await client.run(code)) == ["True True", "True True", "True True"]
 
 
+async def test_forked_kernels_each_have_their_own_command_line_parsed_once_ahead(server: GatewayServer) -> None:
+    """The template parses a command line's shape once (icotes_fork_ahead.py): each kernel
+    still gets its own connection file and the flags the gateway gave it."""
+    code = (
+        "import sys\n"
+        "from ipykernel.kernelapp import IPKernelApp\n"
+        "app = IPKernelApp.instance()\n"
+        "print(app.connection_file == sys.argv[sys.argv.index('-f') + 1], get_ipython().history_manager.hist_file)\n"
+        "print(app.connection_file, 'parse_command_line' in vars(app))"
+    )
+    files = []
+    for _ in range(2):
+        async with connect(server) as client:
+            first, second = output(await client.run(code))
+            assert first == "True :memory:"
+            file, patched = second.split()
+            assert patched == "False"  # the kernel's app is left as traitlets made it
+            files.append(file)
+    assert files[0] != files[1]
+
+
 async def test_forked_kernels_do_not_share_random_seeds(server: GatewayServer) -> None:
     code = "import random, numpy\nprint(random.random(), numpy.random.random())"
     async with connect(server) as one, connect(server) as two:

@@ -203,48 +203,6 @@ def _install_filter(bpf: bytes) -> None:
     _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.cast(ctypes.pointer(fprog), ctypes.c_void_p))
 
 
-class _ModuleFile:
-    __slots__ = ("__file__",)
-
-    def __init__(self, file: str) -> None:
-        self.__file__ = file
-
-
-class _KernelSys:
-    """`sys` as ipykernel.ipkernel sees it while the kernel is made: its modules are the
-    template's snapshot, every other name the real one (that module only reads `sys`)."""
-
-    def __init__(self, modules: dict[str, _ModuleFile]) -> None:
-        self.modules = modules
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(sys, name)
-
-
-_modules: dict[str, _ModuleFile] = {}
-
-
-def snapshot_modules() -> None:
-    """Called by the template once it has imported. IPythonKernel.__init__ reads every
-    module's `__file__` (its debugger's list of library code): ~1300 module objects and
-    strings spread over the template's heap, whose reference counts, once touched, copied
-    ~6 MB of its pages into every child. Read from this snapshot instead, made here, the
-    same names and files lie together in a few pages."""
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if isinstance(file, str) and file:
-            _modules[name] = _ModuleFile((file + "\0")[:-1])  # a copy, beside the others
-
-
-def _initialize(app: object, argv: list[str]) -> None:
-    import ipykernel.ipkernel
-    ipykernel.ipkernel.sys = _KernelSys(_modules)  # type: ignore[assignment]
-    try:
-        app.initialize(argv)  # type: ignore[attr-defined]
-    finally:
-        ipykernel.ipkernel.sys = sys
-
-
 def _run_kernel(job: dict, stderr_fd: int) -> None:
     gc.enable()  # the template runs without it, so that its heap has no holes to fill
     os.setsid()
@@ -262,9 +220,10 @@ def _run_kernel(job: dict, stderr_fd: int) -> None:
     # (`__main__`, the template's script, IPython replaces with the user's namespace).
     sys.path[:] = [p for p in sys.path if p != job["program_dir"]]
     sys.modules.pop("icotes_fork_child", None)
+    ahead = sys.modules.pop("icotes_fork_ahead")
     from ipykernel.kernelapp import IPKernelApp
     app = IPKernelApp.instance()  # what launch_instance does, with one step between
-    _initialize(app, job["argv"])
+    ahead.initialize(app, job["argv"])
     _hook_matplotlib()
     app.start()
 

@@ -9,7 +9,8 @@ then serves the gateway on the one socket it inherited (the fd its argument name
 of a SOCK_SEQPACKET pair; nothing else can reach it).
 
 Each request forks twice, the double fork of a PID namespace and its init: the init (B) and
-the kernel (C), in icotes_fork_child.py.
+the kernel (C), in icotes_fork_child.py. What is the same for every kernel it does once,
+ahead (icotes_fork_ahead.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import socket
 import sys
 import time
 
-from icotes_fork_child import CLONE_NEWPID, check, init, libc, snapshot_modules
+from icotes_fork_ahead import parse_ahead, snapshot_modules
+from icotes_fork_child import CLONE_NEWPID, check, init, libc
 
 _OWN_PID_NS = -1  # the template's PID namespace, where its children go back to after each fork
 CONTROL_FD = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 3
@@ -94,6 +96,7 @@ def _serve(control: socket.socket, seccomp: str) -> None:
         try:
             job = json.loads(data)
             job["seccomp"] = seccomp
+            parse_ahead(job["argv"])
             if (threads := _threads()) != 1:
                 raise RuntimeError(f"the template has {threads} threads; it forks only with one")
             if len(fds) != 1:
