@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -66,9 +67,12 @@ async def files_rows(http: httpx.AsyncClient, open_raw: Any, open_kg: Any, mib: 
     """`mib` stays under 7: Kernel Gateway's sockets take messages of at most 10 MiB (Tornado's
     default), and the cell carries the file in base64."""
     data = bytes(range(256)) * (mib * 2**20 // 256)
-    return {
-        "mib": mib,
-        "ours": await _through_files(http, data, rounds),
-        "raw": await _through_code(open_raw, data, rounds),
-        "kg": await _through_code(open_kg, data, rounds),
-    }
+    try:
+        return {
+            "mib": mib,
+            "ours": await _through_files(http, data, rounds),
+            "raw": await _through_code(open_raw, data, rounds),
+            "kg": await _through_code(open_kg, data, rounds),
+        }
+    finally:
+        Path(_PATH).unlink(missing_ok=True)
