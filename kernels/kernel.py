@@ -1,8 +1,8 @@
 """One running kernel: its manager and client, its state, and the routing of its messages.
 
 Every message the kernel sends on iopub, shell or stdin carries the `msg_id` of the request
-it answers in `parent_header`; one pump task per channel hands each message to the queue of
-that request, so a request only ever sees its own messages.
+it answers in `parent_header`; one reader per channel (socket_io.Reader) hands each message
+to the queue of that request, so a request only ever sees its own messages.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import zmq.asyncio
+import zmq
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 
-from . import message_unpack, remote, socket_io
+from . import message_codec, remote, socket_io
 from .errors import KernelBusyTimeout, KernelDied, KernelStartFailed
 from .exit_codes import death_reason
 from .launch import LaunchOptions, kernel_environment, zmq_context
@@ -76,7 +76,7 @@ class Kernel:
         self._quiet: set[bytes] = set()  # requests whose iopub messages nobody reads (quoted ids)
         self._tasks: list[asyncio.Task[None]] = []
         self._views: dict[str, zmq.Socket] = {}  # plain views of the connected channels' sockets
-        self._sockets: dict[str, zmq.asyncio.Socket] = {}  # ...and the asyncio sockets they view
+        self._readers: dict[str, socket_io.Reader] = {}  # ...each read by one of these
         # The subshell requests beside a running execution go to (kernel_requests.py).
         self.subshell: asyncio.Task[str | None] | None = None
         self.taps: list[Callable[[dict[str, Any]], None]] = []  # see every message
@@ -153,8 +153,10 @@ class Kernel:
         Unbounded here; every caller wraps it in `startup_timeout`.
         """
         while True:
-            msg_id = self.client.kernel_info()
+            request = self.client.session.msg("kernel_info_request")
+            msg_id = request["header"]["msg_id"]
             queue = self.subscribe(msg_id)
+            self.send("shell", request)  # through the view: the reader alone watches the socket
             got_reply = got_iopub = False
             try:
                 deadline = time.monotonic() + 0.5
@@ -232,10 +234,12 @@ class Kernel:
         self._tasks = []
         # Close what was connected; client.stop_channels() would first connect every
         # channel it has not yet made, only to close it again.
+        for reader in self._readers.values():
+            reader.stop()
         for name in self._views:
             getattr(self.client, f"{name}_channel").stop()
         self._views = {}
-        self._sockets = {}
+        self._readers = {}
         self._fail_routes("kernel shut down")
 
     def diagnostics(self) -> str:
@@ -292,37 +296,23 @@ class Kernel:
     def unsubscribe(self, msg_id: str) -> None:
         self._routes.pop(msg_id, None)
         self._private.discard(msg_id)
-        self._quiet.discard(message_unpack.quoted(msg_id))
+        self._quiet.discard(message_codec.quoted(msg_id))
 
     def quiet(self, msg_id: str) -> None:
         """Drop, unread, the iopub messages answering `msg_id` (a request of the gateway's own:
         each costs a signature check and four JSON parses); shell replies still come."""
-        self._quiet.add(message_unpack.quoted(msg_id))
+        self._quiet.add(message_codec.quoted(msg_id))
 
     def _open_channel(self, name: str) -> zmq.Socket:
-        """Connect a channel (jupyter_client does it on first access), start reading it,
-        and keep a plain view of its socket for sending."""
-        socket = self._sockets[name] = getattr(self.client, f"{name}_channel").socket
+        """Connect a channel (jupyter_client does it on first access) and start reading it
+        through a plain view of its socket (socket_io.Reader); sends use the view too."""
+        socket = getattr(self.client, f"{name}_channel").socket
         view = self._views[name] = zmq.Socket.shadow(socket.underlying)
         # A send that would block (a kernel not reading: a thousand messages queued) fails
         # at once instead of stopping the event loop, and with it every session.
         view.sndtimeo = 0
-        self._tasks.append(asyncio.create_task(self._pump(name, socket, view)))
+        self._readers[name] = socket_io.Reader(view, lambda raw: self._route_safely(name, raw), _BURST)
         return view
-
-    async def _pump(self, name: str, socket: zmq.asyncio.Socket, view: zmq.Socket) -> None:
-        # Await only when nothing is queued, then read everything that has arrived without
-        # a future: messages come in bursts (busy, execute_input, result, idle), and
-        # pyzmq's future per message costs more than deserialising it. A burst is bounded,
-        # then the loop gets a turn: a kernel that floods must not starve other sessions.
-        while True:
-            self._route_safely(name, await socket.recv_multipart())
-            for _ in range(_BURST):
-                if (raw := socket_io.recv_waiting(view)) is None:
-                    break
-                self._route_safely(name, raw)
-            else:
-                await asyncio.sleep(0)
 
     def _route_safely(self, name: str, raw: list[bytes]) -> None:
         """Route one message; whatever goes wrong with it, the pump goes on (a pump that
@@ -333,14 +323,14 @@ class Kernel:
             log.exception("kernel %s: a %s message could not be routed", self.name, name)
 
     def _route(self, name: str, raw: list[bytes]) -> None:
-        if name == "iopub" and self._quiet and message_unpack.answers_any(raw, self._quiet):
+        if name == "iopub" and self._quiet and message_codec.answers_any(raw, self._quiet):
             return
         try:
-            msg = message_unpack.deserialize(self.client.session, raw)
+            msg = message_codec.deserialize(self.client.session, raw)
         except Exception as exc:  # a bad signature, or a garbled message: whatever it raises
             log.warning("kernel %s: dropped an unreadable %s message: %s", self.name, name, type(exc).__name__)
             return
-        if not message_unpack.well_formed(msg):
+        if not message_codec.well_formed(msg):
             # Signed, so from the kernel, but not a Jupyter message: its code can send anything.
             log.warning("kernel %s: dropped a malformed %s message", self.name, name)
             return
@@ -385,16 +375,12 @@ class Kernel:
                 for msg in msgs:
                     session.send(view, msg)
             else:
-                for parts in [session.serialize(msg) for msg in msgs]:
+                for parts in [message_codec.serialize(session, msg) for msg in msgs]:
                     socket_io.send_parts(view, parts)
         except zmq.Again:
             raise KernelBusyTimeout(f"the kernel is not reading its {channel} messages") from None
         finally:
-            # zmq's FD is edge-triggered, and a send can take in what the kernel sent
-            # meanwhile, consuming the edge the pump's pending recv waits for: the asyncio
-            # socket learns of it only through its own calls. When a message is waiting,
-            # asking the asyncio socket for its events makes it look again (pyzmq's own way).
-            # Without this, a reply could sit unread for good.
-            if socket_io.readable(view):
-                self._sockets[channel].get(zmq.EVENTS)
+            # A send can take in what the kernel sent meanwhile and consume the edge of
+            # zmq's FD the reader waits for: without this, a reply could sit unread for good.
+            self._readers[channel].kick()
 

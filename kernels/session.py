@@ -292,7 +292,7 @@ class Session:
         kernel = self._current.kernel if self._current is not None else None
         if kernel is None or kernel.is_dead:
             raise NotWaitingForInput("no running code is waiting for input")
-        kernel.client.input(value)
+        kernel.send("stdin", kernel.client.session.msg("input_reply", {"value": value}))
 
     async def complete(self, code: str, cursor_pos: int, timeout: float, spec_name: str | None = None) -> dict[str, Any]:
         self.touch()

@@ -1,5 +1,11 @@
-"""Reading kernel messages off the wire: jupyter_client's result at about half its cost, and
-what may be judged of a message before or after it is parsed."""
+"""Kernel messages to and from the wire: jupyter_client's results at about half its cost, and
+what may be judged of a message before or after it is parsed.
+
+jupyter_client's Session packs each part with `json.dumps(..., default=..., ...)`, which
+builds a JSON encoder per call, and reads bytes through `json.loads`, which guesses their
+encoding first. Messages are UTF-8 JSON (the protocol says so): these use one encoder and
+one decoder, made once.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,23 @@ from hmac import compare_digest
 from typing import Any
 
 from jupyter_client.adapter import adapt
+from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session
+
+_decode = json.JSONDecoder().decode
+_encoder = json.JSONEncoder(default=json_default, ensure_ascii=False, allow_nan=False, check_circular=False)
+# JSONEncoder.encode builds its C encoder afresh on every call; this is the one it builds.
+_c_encode = json.encoder.c_make_encoder and json.encoder.c_make_encoder(
+    None, json_default, json.encoder.encode_basestring, None, ": ", ", ", False, False, False,
+)
+
+
+def _encode(obj: Any) -> str:
+    return "".join(_c_encode(obj, 0)) if _c_encode else _encoder.encode(obj)
+
+
+def _loads(part: bytes) -> Any:
+    return _decode(part.decode("utf8", "surrogatepass"))
 
 
 def unpack(data: bytes | str) -> Any:
@@ -21,7 +43,7 @@ def unpack(data: bytes | str) -> Any:
     """
     if isinstance(data, bytes):
         data = data.decode("utf8", "replace")
-    obj = json.loads(data)
+    obj = _decode(data)
     if isinstance(obj, dict) and "msg_id" in obj and isinstance(obj.get("date"), str):
         try:
             date = datetime.fromisoformat(obj["date"])
@@ -87,11 +109,29 @@ def deserialize(session: Session, raw: list[bytes]) -> dict[str, Any]:
         "msg_id": head["msg_id"],
         "msg_type": head["msg_type"],
         "parent_header": unpack(parent),
-        "metadata": json.loads(metadata),
-        "content": json.loads(content),
+        "metadata": _loads(metadata),
+        "content": _loads(content),
         "buffers": [memoryview(b) for b in raw[start + 5:]],
     }
     version = head.get("version")
     if not (isinstance(version, str) and version.startswith("5.")):
         return adapt(msg)
     return msg
+
+
+def serialize(session: Session, msg: dict[str, Any]) -> list[bytes]:
+    """What `session.serialize(msg)` returns, for a message of dict parts and no buffers.
+
+    The same JSON (jupyter_client's `json_default` for dates and the rest, no NaN, UTF-8)
+    and the same signature. What the one encoder cannot pack goes to jupyter_client, which
+    cleans it up and warns, as it would have; so does a part that is not a dict (content
+    packed already, or None).
+    """
+    dicts = (msg["header"], msg["parent_header"], msg["metadata"], msg.get("content"))
+    if not all(type(part) is dict for part in dicts):
+        return session.serialize(msg)
+    try:
+        parts = [_encode(part).encode("utf8", "surrogateescape") for part in dicts]
+    except (TypeError, ValueError):
+        return session.serialize(msg)
+    return [_DELIMITER, session.sign(parts), *parts]
