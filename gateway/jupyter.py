@@ -17,7 +17,9 @@ from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from kernels.errors import GatewayError, InvalidRequest, KernelError, SessionNotFound, TooManySockets, UnknownKernelspec
+from kernels.errors import (
+    GatewayError, InvalidRequest, KernelError, NotUnicode, SessionNotFound, TooManySockets, UnknownKernelspec,
+)
 from kernels.session import Session
 
 from . import __version__, jupyter_wire
@@ -225,6 +227,8 @@ def _pass_to_kernel(session: Session, data: str | bytes | None, v1: bool) -> Non
     session.touch()
     try:
         session.kernel.send(name, msg)
+    except NotUnicode as exc:
+        log.warning("session %s: dropped a message: %s", session.id, exc)
     except KernelError:
         log.warning("session %s: kernel gone, message dropped", session.id)
 

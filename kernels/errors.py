@@ -19,6 +19,10 @@ class CodeTooLarge(InvalidRequest):
     """Code longer than `max_code_bytes`."""
 
 
+class NotUnicode(InvalidRequest):
+    """Text no kernel message can carry: a lone surrogate (JSON lets one be escaped)."""
+
+
 class UnreadableCode(InvalidRequest):
     """Code a kernel would read as keystrokes rather than text (see Languages.check_code)."""
 

@@ -16,6 +16,7 @@ from .errors import CodeTooLarge, TimeoutTooLarge
 
 from .events import Event, ExecutionStatus, Finished, InputRequest, Output, Status
 from .kernel import DIED, Kernel
+from .message_codec import check_unicode
 from .outputs import event_from_iopub
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class LimitsConfig(BaseModel):
         """The limits of one execution of `code` asking for `timeout`; refused past them."""
         if len(code) > self.max_code_bytes:
             raise CodeTooLarge(f"code of {len(code)} bytes is above max_code_bytes ({self.max_code_bytes})")
+        check_unicode(code, "code")
         if timeout is not None and timeout > self.max_timeout:
             raise TimeoutTooLarge(f"timeout {timeout:g} s is above max_timeout ({self.max_timeout:g} s)")
         return ExecutionLimits(

@@ -18,6 +18,8 @@ from jupyter_client.adapter import adapt
 from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session
 
+from .errors import NotUnicode
+
 _decode = json.JSONDecoder().decode
 _encoder = json.JSONEncoder(default=json_default, ensure_ascii=False, allow_nan=False, check_circular=False)
 # JSONEncoder.encode builds its C encoder afresh on every call; this is the one it builds.
@@ -119,19 +121,43 @@ def deserialize(session: Session, raw: list[bytes]) -> dict[str, Any]:
     return msg
 
 
+def check_unicode(text: str, what: str) -> None:
+    """Refuse text that UTF-8 cannot encode (a lone surrogate), before it is queued."""
+    if not text.isascii():
+        try:
+            text.encode("utf8")
+        except UnicodeEncodeError as exc:
+            raise _not_unicode(exc, f"{what} (at character {exc.start})") from None
+
+
+def _not_unicode(exc: UnicodeEncodeError, where: str) -> NotUnicode:
+    char = exc.object[exc.start]
+    return NotUnicode(f"a lone surrogate (U+{ord(char):04X}) in {where} is not Unicode text; no kernel message can carry it")
+
+
 def serialize(session: Session, msg: dict[str, Any]) -> list[bytes]:
     """What `session.serialize(msg)` returns, for a message of dict parts and no buffers.
 
     The same JSON (jupyter_client's `json_default` for dates and the rest, no NaN, UTF-8)
     and the same signature. What the one encoder cannot pack goes to jupyter_client, which
     cleans it up and warns, as it would have; so does a part that is not a dict (content
-    packed already, or None).
+    packed already, or None). Text with a lone surrogate raises NotUnicode, as a client's
+    bad input: jupyter_client's UnicodeEncodeError would look like a broken kernel.
     """
     dicts = (msg["header"], msg["parent_header"], msg["metadata"], msg.get("content"))
     if not all(type(part) is dict for part in dicts):
-        return session.serialize(msg)
+        return _by_jupyter_client(session, msg)
     try:
         parts = [_encode(part).encode("utf8", "surrogateescape") for part in dicts]
+    except UnicodeEncodeError as exc:
+        raise _not_unicode(exc, "the message") from None
     except (TypeError, ValueError):
-        return session.serialize(msg)
+        return _by_jupyter_client(session, msg)
     return [_DELIMITER, session.sign(parts), *parts]
+
+
+def _by_jupyter_client(session: Session, msg: dict[str, Any]) -> list[bytes]:
+    try:
+        return session.serialize(msg)
+    except UnicodeEncodeError as exc:
+        raise _not_unicode(exc, "the message") from None

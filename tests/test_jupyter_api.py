@@ -481,3 +481,19 @@ def test_papermill_executes_a_notebook_through_the_gateway(server: GatewayServer
     tool_notebook(tmp_path / "in.ipynb", error=True)
     failed = papermill(server, tmp_path)
     assert failed.returncode != 0 and "ZeroDivisionError" in failed.stderr
+
+
+async def test_a_message_that_is_not_unicode_is_dropped_and_the_connection_works_on(gateway: GatewayServer) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, headers=auth(), timeout=60) as http:
+        kid = (await http.post("/api/kernels", json={"name": "python3"})).json()["id"]
+        try:
+            url = f"{gateway.ws_url}/api/kernels/{kid}/channels"
+            async with websockets.connect(url, additional_headers=auth()) as ws:
+                await execute(ws, "kept = 1")
+                lone = message("execute_request", {"code": "x = '\ud800'", "silent": False})
+                await ws.send(json.dumps(lone))  # escaped: valid JSON, but not Unicode text
+                iopub, reply = await execute(ws, "print(kept)")
+                assert reply["content"]["status"] == "ok" and stdout(iopub) == "1\n"
+            assert "lone surrogate" in gateway.log()
+        finally:
+            await http.delete(f"/api/kernels/{kid}")

@@ -76,3 +76,27 @@ async def test_every_refused_execute_code_gets_one_result_with_its_id(strict: Ga
             frames = [await again.recv() for _ in range(again.session["replayed"])]
     counts = Counter(f["id"] for f in frames if f["type"] == "execution_result")
     assert counts == {id: 1 for id in [*cases, "broken", "full", "after"]}, counts
+
+
+# JSON may escape a lone surrogate ("\ud800"); it is no Unicode text, and UTF-8 cannot carry it.
+LONE = "x = '\ud800'"
+
+
+async def test_text_that_is_not_unicode_is_refused_and_the_kernel_keeps_its_state(server: GatewayServer) -> None:
+    async with connect(server) as client, httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        await client.run("kept = 41")
+        result = await refused(client, {"type": "execute_code", "code": LONE, "id": "lone"}, "lone")
+        assert "surrogate" in result["reason"] and "U+D800" in result["reason"], result
+        # An input reply of such text is refused; the code waiting for input gets the next one.
+        await client.send({"type": "execute_code", "code": "got = input()\nprint(got, kept + 1)", "id": "in"})
+        await client.until(lambda f: f["type"] == "input_request")
+        await client.send({"type": "input_reply", "value": "\ud800"})
+        error = (await client.until(lambda f: f["type"] == "error"))[-1]
+        assert "surrogate" in error["message"], error
+        await client.send({"type": "input_reply", "value": "fine"})
+        frames = await client.until(lambda f: f["type"] == "execution_result" and f["id"] == "in")
+        assert frames[-1]["output"] == ["fine 42"], frames  # the same kernel: no restart
+        assert not [f for f in frames if f.get("state_lost")], frames
+        body = json.dumps({"code": LONE}).encode()  # escaped: valid JSON
+        response = await http.post("/execute", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400 and "surrogate" in response.json()["detail"], response.text
