@@ -8,7 +8,6 @@ in order, before anything live.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
@@ -72,17 +71,15 @@ class SessionChannel:
         return self._log.last_seq
 
     async def publish(self, frame: Frame) -> None:
-        data = frame.frame()
         if self.mirror is None:
-            data["seq"] = self.seq + 1
-            text = json.dumps(data)
+            text = frame.numbered(self.seq + 1)
             self._log.append(text)
             if self.sink is not None:
                 await self.sink.send(text)
             return
         async with self._order:
-            data["seq"] = seq = self.seq + 1
-            text = json.dumps(data)
+            seq = self.seq + 1
+            text = frame.numbered(seq)
             self._log.append(text)
             await self.mirror.keep(seq, text)
             if self.sink is not None:

@@ -7,9 +7,11 @@ Every frame a session publishes gets a `seq` (its place in the session's log).
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic_core import PydanticSerializationError
 
 # -- client messages ---------------------------------------------------------------------------
 
@@ -102,6 +104,22 @@ class _Frame(BaseModel):
     def frame(self) -> dict[str, Any]:
         """As it goes on the wire: absent fields are left out."""
         return self.model_dump(exclude_none=True)
+
+    def numbered(self, seq: int) -> str:
+        """The frame's JSON with its `seq`, as a session publishes it.
+
+        Written by pydantic at about a quarter of `json.dumps(frame())`'s cost. Text that
+        UTF-8 cannot carry (a lone surrogate a kernel's message escaped) goes through json,
+        which escapes it again; so does a frame that shapes its own dict.
+        """
+        if type(self).frame is _Frame.frame:
+            try:
+                body = self.model_dump_json(exclude_none=True)
+            except PydanticSerializationError:
+                pass
+            else:
+                return f'{{"seq":{seq},{body[1:]}'  # every frame has a `type`: never "{}"
+        return json.dumps({"seq": seq, **self.frame()})
 
 
 class LostRange(BaseModel):

@@ -151,3 +151,20 @@ async def test_health_counts_open_sockets(server: GatewayServer) -> None:
     while server.health()["connections"] != before:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
+
+
+async def test_output_with_a_lone_surrogate_arrives_escaped(server: GatewayServer) -> None:
+    """A kernel's message may escape a lone surrogate, which UTF-8 cannot carry: its frames
+    still go out, as JSON that escapes it again, and the run ends as usual."""
+    send = (
+        "k = get_ipython().kernel\n"
+        "k.session.send(k.iopub_socket, 'stream', content=b'{\"name\": \"stdout\", \"text\": \"a\\\\ud800b\\\\n\"}',"
+        " parent=k.get_parent(), ident=b'stream.stdout')\n"
+        "print('after')"
+    )
+    async with connect(server) as client:
+        frames = await client.run(send, "s")
+        texts = [f["output"]["text"] for f in frames if f["type"] == "output"]
+        assert "".join(texts) == "a\ud800b\nafter\n", frames
+        assert result_of(frames)["output"] == ["a\ud800b", "after"]
+        assert result_of(await client.run("print('still fine')", "t"))["output"] == ["still fine"]
