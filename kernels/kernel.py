@@ -22,13 +22,15 @@ from jupyter_client.kernelspec import KernelSpecManager
 from . import message_codec, remote, socket_io
 from .errors import KernelBusyTimeout, KernelDied, KernelStartFailed
 from .exit_codes import death_reason
+from .exit_watch import ExitWatch
 from .launch import LaunchOptions, kernel_environment, zmq_context
 from .provisioner import GatewayKernelManager
 
 log = logging.getLogger(__name__)
 
-# How often the death watch asks the provisioner whether the process still runs; a remote
-# one asks over the network (gateway-provisioners: a TCP request to the kernel's launcher).
+# How often the death watch asks the provisioner whether the process still runs, where no
+# pidfd tells it (exit_watch.py); a remote one asks over the network (gateway-provisioners:
+# a TCP request to the kernel's launcher).
 _DEATH_POLL_S = 0.2
 _REMOTE_DEATH_POLL_S = 0.5
 
@@ -258,16 +260,20 @@ class Kernel:
         self.state = state
 
     async def _watch_death(self) -> None:
-        while True:
-            await asyncio.sleep(_REMOTE_DEATH_POLL_S if self.remote else _DEATH_POLL_S)
-            if self.is_dead:
-                return
-            if not await self.manager.is_alive():
-                code = await self._exit_code()
-                hint = getattr(self.manager.provisioner, "death_hint", lambda: None)()
-                self._fail_routes(hint or death_reason(code))
-                for callback in self.on_death:
-                    callback()
+        watch = ExitWatch(self.manager.provisioner, _REMOTE_DEATH_POLL_S if self.remote else _DEATH_POLL_S)
+        try:
+            while True:
+                await watch.next()
+                if self.is_dead:
+                    return
+                if not await self.manager.is_alive():
+                    code = await self._exit_code()
+                    hint = getattr(self.manager.provisioner, "death_hint", lambda: None)()
+                    self._fail_routes(hint or death_reason(code))
+                    for callback in self.on_death:
+                        callback()
+        finally:
+            watch.close()
 
     async def _exit_code(self) -> int | None:
         return await self.manager.provisioner.poll() if self.manager.provisioner is not None else None

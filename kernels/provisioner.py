@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -132,6 +133,20 @@ class ConfinedProvisioner(LocalProvisioner):  # type: ignore[misc]
         directory back from it (it lies outside the kernel's size-limited mounts)."""
         if self.confinement is not None:
             self.confinement.seal()
+
+    def exit_fd(self) -> int | None:
+        """A pidfd of the kernel's process for the caller to keep (exit_watch.py), or None.
+
+        A forked kernel's own pidfd, duplicated; else one opened on the child's pid, which no
+        other process can have taken while the child is unreaped (`returncode` unset)."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return None
+        try:
+            pidfd = getattr(process, "pidfd", None)
+            return os.dup(pidfd) if isinstance(pidfd, int) and pidfd >= 0 else os.pidfd_open(process.pid)
+        except (OSError, AttributeError):  # gone already, or no pidfds here: polled instead
+            return None
 
     def death_hint(self) -> str | None:
         return self.confinement.death_hint() if self.confinement is not None else None
