@@ -110,16 +110,16 @@ class _Frame(BaseModel):
 
         Written by pydantic at about a quarter of `json.dumps(frame())`'s cost. Text that
         UTF-8 cannot carry (a lone surrogate a kernel's message escaped) goes through json,
-        which escapes it again; so does a frame that shapes its own dict.
+        which escapes it again; so does a frame that shapes its own dict, or has a seq.
         """
-        if type(self).frame is _Frame.frame:
+        if type(self).frame is _Frame.frame and self.seq is None:
             try:
                 body = self.model_dump_json(exclude_none=True)
             except PydanticSerializationError:
                 pass
             else:
                 return f'{{"seq":{seq},{body[1:]}'  # every frame has a `type`: never "{}"
-        return json.dumps({"seq": seq, **self.frame()})
+        return json.dumps({**self.frame(), "seq": seq})
 
 
 class LostRange(BaseModel):

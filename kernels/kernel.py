@@ -321,7 +321,7 @@ class Kernel:
         return view
 
     def _route_safely(self, name: str, raw: list[bytes]) -> None:
-        """Route one message; whatever goes wrong with it, the pump goes on (a pump that
+        """Route one message; whatever goes wrong with it, the reader goes on (one that
         stopped would leave every later request of this kernel waiting for nothing)."""
         try:
             self._route(name, raw)
