@@ -33,7 +33,10 @@ def _encode(obj: Any) -> str:
 
 
 def _loads(part: bytes) -> Any:
-    return _decode(part.decode("utf8", "surrogatepass"))
+    # As jupyter_client reads a part: bytes that are not UTF-8 become U+FFFD. A kernel sends
+    # such bytes for `print('\udcff')` (ipykernel encodes with surrogateescape); refusing
+    # them would drop the whole message, and every line printed with it.
+    return _decode(part.decode("utf8", "replace"))
 
 
 def unpack(data: bytes | str) -> Any:
@@ -43,9 +46,7 @@ def unpack(data: bytes | str) -> Any:
     pure Python: a fifth of the gateway's CPU per message when output streams. A date this
     cannot read as one with a time zone stays a string.
     """
-    if isinstance(data, bytes):
-        data = data.decode("utf8", "replace")
-    obj = _decode(data)
+    obj = _loads(data) if isinstance(data, bytes) else _decode(data)
     if isinstance(obj, dict) and "msg_id" in obj and isinstance(obj.get("date"), str):
         try:
             date = datetime.fromisoformat(obj["date"])

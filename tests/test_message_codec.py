@@ -87,3 +87,13 @@ def test_what_one_encoder_cannot_write_is_written_by_jupyter_client(content: obj
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # jupyter_client warns of NaN; the point is what is sent
         assert message_codec.serialize(s, msg) == s.serialize(msg)
+
+
+def test_bytes_that_are_not_utf8_read_as_jupyter_client_reads_them() -> None:
+    """ipykernel sends such bytes for `print('\\udcff')`: refused, the message would be lost."""
+    s = session()
+    msg = s.msg("stream", {}, parent=s.msg("execute_request", {"code": "1"}))
+    msg["content"] = b'{"name": "stdout", "text": "a\xffb\\n"}'
+    raw = wire(s, msg)
+    read = message_codec.deserialize(s, raw)
+    assert read == s.deserialize(s.feed_identities(raw)[1]) and read["content"]["text"] == "a\ufffdb\n"

@@ -153,6 +153,14 @@ async def test_health_counts_open_sockets(server: GatewayServer) -> None:
         await asyncio.sleep(0.05)
 
 
+async def test_output_that_is_not_utf8_arrives_as_jupyter_client_shows_it(server: GatewayServer) -> None:
+    """`print('\\udcff')` makes ipykernel send a byte that is not UTF-8; the message, and what
+    was printed with it, still arrives (U+FFFD in its place, as in JupyterLab)."""
+    async with connect(server) as client:
+        frames = await client.run("print('a\\udcffb')\nprint('next')", "u")
+        assert result_of(frames)["output"] == ["a\ufffdb", "next"], frames
+
+
 async def test_output_with_a_lone_surrogate_arrives_escaped(server: GatewayServer) -> None:
     """A kernel's message may escape a lone surrogate, which UTF-8 cannot carry: its frames
     still go out, as JSON that escapes it again, and the run ends as usual."""
