@@ -17,14 +17,20 @@ def runtime_of(conn: HTTPConnection) -> Runtime:
     return conn.app.state.runtime
 
 
-def _registry(conn: HTTPConnection) -> SessionRegistry:
+# The dependencies are coroutines though they never wait: FastAPI runs a plain function
+# dependency in a worker thread, a hop that cost every request ~1 ms here.
+async def _runtime(conn: HTTPConnection) -> Runtime:
+    return runtime_of(conn)
+
+
+async def _registry(conn: HTTPConnection) -> SessionRegistry:
     return runtime_of(conn).sessions
 
 
-def _owner(conn: HTTPConnection) -> str:
+async def _owner(conn: HTTPConnection) -> str:
     return principal_of(conn)
 
 
-RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 Sessions = Annotated[SessionRegistry, Depends(_registry)]
 Owner = Annotated[str, Depends(_owner)]
