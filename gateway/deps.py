@@ -18,7 +18,7 @@ def runtime_of(conn: HTTPConnection) -> Runtime:
 
 
 # The dependencies are coroutines though they never wait: FastAPI runs a plain function
-# dependency in a worker thread, a hop that cost every request ~1 ms here.
+# dependency in a worker thread, a hop that cost every request ~0.7 ms here.
 async def _runtime(conn: HTTPConnection) -> Runtime:
     return runtime_of(conn)
 
