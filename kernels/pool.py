@@ -157,6 +157,9 @@ class KernelPool:
     def release(self, kernel: Kernel) -> None:
         """The taker is done with the kernel: shut it down in the background, a beat later."""
         self.in_use -= 1
+        if self._closed:  # no beat to wait now: a timer could outlive the event loop
+            self._discard(kernel)
+            return
         self._disposing.add(kernel)
         asyncio.get_running_loop().call_later(_DISPOSE_DELAY_S, self._dispose, kernel)
 
