@@ -223,18 +223,9 @@ def _run_kernel(job: dict, stderr_fd: int) -> None:
     ahead = sys.modules.pop("icotes_fork_ahead")
     from ipykernel.kernelapp import IPKernelApp
     app = IPKernelApp.instance()  # what launch_instance does, with one step between
-    ahead.initialize(app, job["argv"])
-    _hook_matplotlib()
+    if not ahead.initialize(app, job["argv"]):
+        ahead.hook_matplotlib()
     app.start()
-
-
-def _hook_matplotlib() -> None:
-    """The inline backend wires itself into the shell when imported (figures shown as PNG,
-    drawn after each cell); in the template it was imported before any shell existed, so it
-    is asked to now, as importing pyplot in a fresh kernel would."""
-    backend = sys.modules.get("matplotlib_inline.backend_inline")
-    if backend is not None:
-        backend._enable_matplotlib_integration()
 
 
 def _kernel(job: dict, stderr_fd: int) -> None:
