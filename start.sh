@@ -42,6 +42,8 @@ ensure_debian_packages() {
   command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
   # the kernels' system-call filter is built with it
   /sbin/ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)
+  # a forked kernel's init (essential in Debian, so normally there)
+  command -v perl >/dev/null 2>&1 || missing+=(perl-base)
   if [ "${1:-}" = test ] || [ "${1:-}" = bench ]; then
     [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 # and where the template sees it; every kernel unmounts it.
 _PROGRAM = Path(__file__).with_name("template_process")
 _PROGRAM_DIR = "/run/icotes-template"
+_INIT = "icotes_kernel_init.pl"  # its text is sent: a kernel's init runs after the program dir is unmounted
 _STAGE = "/run/icotes-stage"  # where a child holds its runtime directory while it mounts /tmp
 _START_TIMEOUT_S = 120.0  # the imports take ~4 s of CPU here; far longer on a loaded host
 _REPLY_TIMEOUT_S = 5.0  # a fork takes milliseconds; well inside kernel_startup_timeout, so a hung
@@ -170,6 +172,7 @@ class ForkServer:
         self._started = 0
         self._requests = 0
         self.problems: dict[str, str] = {}  # program -> why its kernels are not forked
+        self.init_program = shutil.which("perl", path="/usr/bin:/bin")  # runs each kernel's init
 
     @property
     def possible(self) -> str | None:
@@ -181,6 +184,8 @@ class ForkServer:
             return "the sandbox is off"
         if not (probe.root and probe.bwrap and probe.setpriv):
             return "forked kernels need root and bubblewrap to be confined"
+        if self.init_program is None:
+            return "a forked kernel's init is a perl script, and this host has no perl"
         return None
 
     def report(self) -> dict[str, Any]:
@@ -256,7 +261,8 @@ class ForkServer:
         ours.setblocking(False)
         try:
             modules = {name: in_kernel.source(name) for name in in_kernel.FOR_TEMPLATES}
-            ours.send(json.dumps({"preload": PRELOAD, "modules": modules, "seccomp": self._filter()}).encode())
+            ours.send(json.dumps({"preload": PRELOAD, "modules": modules, "seccomp": self._filter(),
+                                  "init_program": self.init_program, "init_script": (_PROGRAM / _INIT).read_text()}).encode())
             try:
                 hello, _ = await _receive(ours, _START_TIMEOUT_S)
             except TimeoutError:

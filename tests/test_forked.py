@@ -100,6 +100,31 @@ async def test_a_forked_kernel_has_a_fresh_interpreters_signals_and_no_inherited
         assert set(open_files(kernel.pid).values()) & held == {"/dev/null", stderr}
 
 
+async def test_a_forked_kernels_init_holds_nothing_of_the_template_and_may_only_signal(server: GatewayServer) -> None:
+    """Once it has forked the kernel, the init exec's perl (icotes_kernel_init.pl): none of
+    the template's memory stays mapped in it, and it stays root with CAP_KILL alone and no
+    new privileges, holding its link and a pidfd of the kernel besides its stdio."""
+    async with connect(server) as client:
+        init, kernel = await host_processes(client)
+        assert os.path.basename(init.exe()).startswith("perl"), init.exe()
+        assert "python" not in Path(f"/proc/{init.pid}/maps").read_text()
+        status = Path(f"/proc/{init.pid}/status").read_text()
+        assert init.uids().real == init.uids().effective == 0
+        assert status_field(status, "CapEff") == status_field(status, "CapPrm") == 1 << 5  # CAP_KILL
+        assert status_field(status, "NoNewPrivs") == 1
+        fds = sorted(os.readlink(fd) for fd in Path(f"/proc/{init.pid}/fd").iterdir())
+        assert fds[:2] == ["/dev/null", "/dev/null"] and "anon_inode:[pidfd]" in fds and len(fds) == 5, fds
+        rollup = Path(f"/proc/{init.pid}/smaps_rollup").read_text().splitlines()
+        private_kb = int(next(line for line in rollup if line.startswith("Private_Dirty:")).split()[1])
+        assert private_kb < 1024, rollup  # a Python init kept ~2300 kB
+        # Its signals reach the kernel: SIGINT sent to the init stops a running cell.
+        await client.send({"type": "execute_code", "code": "import time\nprint('go', flush=True)\ntime.sleep(30)", "id": "long"})
+        await client.until(lambda f: f.get("type") == "output" and "go" in f["output"].get("text", ""), 30)
+        init.send_signal(signal.SIGINT)
+        frames = await client.until(lambda f: f.get("type") == "execution_result" and f.get("id") == "long", 10)
+        assert frames[-1]["status"] == "interrupted", frames[-1]
+
+
 async def test_a_forked_kernel_collects_garbage_and_its_debugger_knows_the_library_modules(server: GatewayServer) -> None:
     """The template runs without the collector and hands ipykernel a snapshot of its modules
     (icotes_fork_child.snapshot_modules): a kernel has the collector back, and its debugger's

@@ -4,9 +4,10 @@
        UTS (and network) namespaces; mounts the kernel's own /tmp, home, /dev/shm, pts and
        /proc; puts its runtime directory back at its host path, hides every other and the
        template's program; says "ready" on its link to the gateway, which has moved it into
-       the kernel's cgroups meanwhile, and waits for "go". Then a tiny init: it forks C,
-       reaps, forwards signals and writes C's exit status on its link. When the gateway
-       goes, the link closes and B exits, which kills everything in the namespace.
+       the kernel's cgroups meanwhile, and waits for "go". Then it forks C and exec's a
+       tiny init (icotes_kernel_init.pl), which reaps, forwards signals and writes C's exit
+       status on its link. When the gateway goes, the link closes and B exits, which kills
+       everything in the namespace.
     C  the kernel: a new session, its rlimits, stdio, signal dispositions and mask as a fresh
        interpreter has them, no inherited fd, a fresh random seed, the kernel's uid with no
        capabilities, no new privileges, the seccomp filter; then IPKernelApp with its argv.
@@ -285,49 +286,23 @@ def init(job: dict, link: socket.socket, stderr_fd: int) -> None:
         link.close()
         _kernel(job, stderr_fd)
     os.close(stderr_fd)
-    _reap(kernel, link)
+    _become_init(job, kernel, link)
 
 
-def _reap(kernel: int, link: socket.socket) -> None:
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, lambda s, _f: _forward(kernel, s))
-    signal.signal(signal.SIGCHLD, lambda _s, _f: None)
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    _keep_only_kill()
-    import select
-    poller = select.poll()
-    poller.register(link, select.POLLIN | select.POLLHUP)
-    poller.register(wake_r, select.POLLIN)
-    while True:
-        status = _collect(kernel)
-        if status is not None:
-            link.send(status.encode())
-            os._exit(0)
-        for fd, _ in poller.poll():
-            if fd == link.fileno():
-                os._exit(0)  # the gateway is gone: pid 1 exiting ends the namespace
-            os.read(wake_r, 512)
-
-
-def _forward(kernel: int, sig: int) -> None:
+def _become_init(job: dict, kernel: int, link: socket.socket) -> None:
+    """B from here on: the init program, perl running icotes_kernel_init.pl (the template
+    has its text), exec'd so that B holds none of the template's pages. It gets the link and
+    a pidfd of the kernel, an empty signal mask, CAP_KILL alone and no_new_privs: a root
+    exec under no_new_privs keeps no capability it did not have."""
     try:
-        os.kill(kernel, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _collect(kernel: int) -> str | None:
-    """Reap every child that has ended; C's end as `exit N` or `signal N`."""
-    ended = None
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return ended or "exit 0"
-        if pid == 0:
-            return ended
-        if pid == kernel:
-            ended = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
+        pidfd = os.pidfd_open(kernel)
+        os.set_inheritable(pidfd, True)
+        os.set_inheritable(link.fileno(), True)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        _keep_only_kill()
+        name, *rest = job["init_cmdline"]
+        os.execv(job["init_program"], [name, "-e", job["init_script"], "--", str(kernel), str(link.fileno()), str(pidfd), *rest])
+    except BaseException as exc:
+        os.write(2, f"kernel init failed: {type(exc).__name__}: {exc}\n".encode())
+        os.kill(kernel, signal.SIGKILL)
+        os._exit(1)

@@ -84,7 +84,7 @@ def _spawn(job: dict, stderr_fd: int) -> tuple[int, socket.socket]:
     return b, link_theirs
 
 
-def _serve(control: socket.socket, seccomp: str) -> None:
+def _serve(control: socket.socket, every_job: dict) -> None:
     while True:
         try:
             data, fds = _receive(control)
@@ -94,8 +94,7 @@ def _serve(control: socket.socket, seccomp: str) -> None:
             return  # the gateway closed its end
         job: dict = {}
         try:
-            job = json.loads(data)
-            job["seccomp"] = seccomp
+            job = {**json.loads(data), **every_job}
             parse_ahead(job["argv"])
             if (threads := _threads()) != 1:
                 raise RuntimeError(f"the template has {threads} threads; it forks only with one")
@@ -142,7 +141,7 @@ def main() -> None:
              "seconds": round(time.monotonic() - started, 3)}
     control.send(json.dumps(hello).encode())
     if hello["threads"] == 1:
-        _serve(control, config["seccomp"])
+        _serve(control, {key: config[key] for key in ("seccomp", "init_program", "init_script")})
 
 
 if __name__ == "__main__":
