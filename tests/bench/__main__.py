@@ -146,9 +146,20 @@ async def print_loops(openers: dict[str, Any], rounds: int, settle: Any) -> dict
     }
 
 
-async def burst(open_session: Any, sessions: int) -> dict[str, Any]:
+async def burst(open_session: Any, sessions: int, tries: int = 1) -> dict[str, Any]:
     """Row 8: `sessions` new sessions at once, each to its first `1+1`: seconds until the
-    last is answered, and how many failed."""
+    last is answered, and how many failed. A burst with failures is run again, up to
+    `tries` times in all (raw jupyter_client's: see `raw_burst`); `lost` counts the
+    sessions failed in the tries before the one reported."""
+    lost, attempt = 0, 1
+    while True:
+        elapsed, failed = await _burst_once(open_session, sessions)
+        if not failed or attempt == tries:
+            return {"seconds": elapsed, "failed": failed, "lost_before": lost}
+        lost, attempt = lost + failed, attempt + 1
+
+
+async def _burst_once(open_session: Any, sessions: int) -> tuple[float, int]:
     start = time.perf_counter()
 
     async def one() -> Any:
@@ -160,7 +171,18 @@ async def burst(open_session: Any, sessions: int) -> dict[str, Any]:
     elapsed = time.perf_counter() - start
     live = [s for s in opened if not isinstance(s, BaseException)]
     await asyncio.gather(*(s.close() for s in live), return_exceptions=True)
-    return {"seconds": elapsed, "failed": len(opened) - len(live)}
+    return elapsed, len(opened) - len(live)
+
+
+def raw_burst(open_raw: Any, sessions: int) -> Any:
+    """Raw jupyter_client's burst, run again when a kernel lost its TCP port race.
+
+    jupyter_client picks free ports, writes them to the connection file, and the kernel
+    binds them later; twenty started at once can pick the same one, and the loser dies or
+    never answers (its client then waits out its time-out). That is jupyter_client's fault,
+    not the figure's: the figure is a burst that all answered. Ours uses ipc sockets.
+    """
+    return burst(open_raw, sessions, tries=3)
 
 
 async def sustained_one_shots(http: httpx.AsyncClient, ws_url: str, rate: float, seconds: float) -> dict[str, Any]:
@@ -407,7 +429,7 @@ async def forked_rows(args: argparse.Namespace, http: httpx.AsyncClient, ws_url:
             "ours": await session_to_first_result(open_empty, args.starts),
             "raw": await session_to_first_result(open_raw, args.starts),
         }
-        results["burst_s"] = {"ours": await burst(open_empty, args.burst), "raw": await burst(open_raw, args.burst)}
+        results["burst_s"] = {"ours": await burst(open_empty, args.burst), "raw": await raw_burst(open_raw, args.burst)}
         results["pss_mb"] = {
             "ours": await kernel_pss(open_empty, ours_pids, args.pss_sessions, empty),
             "raw": await kernel_pss(open_raw, raw_pids, args.pss_sessions),
@@ -511,6 +533,7 @@ def table(r: dict[str, Any]) -> str:
         b = k["burst_s"]
         rows.append(("8 burst of new sessions, all answered (s)", b["ours"]["seconds"], b["raw"]["seconds"], None))
         rows.append(("8 ... failed", b["ours"]["failed"], b["raw"]["failed"], None))
+        rows.append(("8 ... failed in bursts run again before it", b["ours"]["lost_before"], b["raw"]["lost_before"], None))
         one = k["sustained_one_shot"]
         rows.append(("8 one-shots at a steady rate p50 (ms) [raw: row 1]", one["ours"]["p50_ms"], w["raw"]["p50_ms"], None))
         rows.append(("8 ... our warm 1+1 p50 just before (ms)", one["ours"]["warm_p50_ms"], None, None))
