@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from kernels import files
 from kernels.execution import LimitsConfig
 from kernels.fork_server import ForkServer
 from kernels.launch import LaunchOptions
@@ -18,6 +17,7 @@ from kernels.quotas import QuotaLimits, Quotas
 from kernels.remote import RemoteConfig, configure_engines
 from kernels.runtime_dirs import RuntimeDirs
 from kernels.sandbox import Sandbox, SandboxConfig
+from kernels.warm_up import python_warm_up
 
 from .executions import Executions
 from .metrics import Metrics
@@ -73,7 +73,7 @@ class Runtime:
             # History in memory: IPython's default SQLite file in $HOME would be shared by
             # every kernel of the same user, so `%history -g` could show others' code.
             options.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
-            options.warm_up_code = files.warm_up_code  # registers the kernel's file channel
+            options.warm_up_code = python_warm_up  # the file channel, IPython's formatters
         return options
 
     # -- life --------------------------------------------------------------------------

@@ -109,6 +109,16 @@ async def test_display_data_and_execute_result(http: httpx.AsyncClient) -> None:
     assert value["execution_count"] == result["execution_count"] == 1
 
 
+async def test_first_cell_sees_the_namespace_of_a_fresh_kernel(http: httpx.AsyncClient) -> None:
+    """The warm-up cell formats a value before the kernel is handed out (kernels/warm_up.py):
+    none of it shows. What it prints is what a raw jupyter_client kernel prints."""
+    code = "print(repr(_), repr(__), Out, len(In), repr(_i), len(get_ipython().history_manager.output_hist))"
+    result = (await http.post("/execute", json={"code": code})).json()
+    assert result["status"] == "ok", result
+    assert result["output"] == ["'' '' {} 2 '' 0"]
+    assert result["execution_count"] == 1
+
+
 async def test_icotes_rest_fallback_with_file_path(http: httpx.AsyncClient) -> None:
     body = {"code": "print(1+1)", "language": "python", "file_path": "/notes/a.py"}
     result = (await http.post("/execute", json=body)).json()
