@@ -67,8 +67,8 @@ class PoolConfig(BaseModel):
 
     pool_size: int = Field(2, ge=0, description="ready kernels kept per kernelspec")
     # A forked kernel's start is ~45 ms of CPU spread over ~75 ms, much of it waiting on
-    # other processes: one start per core left the machine part idle in a burst (20 new
-    # sessions on 2 cores: 0.87 s two at a time, 0.73 s four at a time).
+    # other processes: two at a time (the earlier fixed default) left part of a 2-core
+    # machine idle in a burst (20 new sessions: 0.87 s two at a time, 0.73 s four).
     pool_max_parallel_starts: int = Field(
         default_factory=lambda: 2 * len(os.sched_getaffinity(0)), ge=1,
         description="kernels booting at once, at most (default: twice the CPU cores)",

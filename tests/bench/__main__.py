@@ -201,10 +201,14 @@ async def sustained_one_shots(http: httpx.AsyncClient, ws_url: str, rate: float,
         await session.close()
     await wait_pool_ready(http, 2)
     times = await _paced(lambda: ours_one_shot(http, "1+1"), rate, seconds)
+    return {"p50_ms": _pct_ms(times, 0.5), "p90_ms": _pct_ms(times, 0.9), "failed": times.count(None),
+            "warm_p50_ms": warm["p50_ms"], "warm_paced_p50_ms": _pct_ms(paced, 0.5)}
+
+
+def _pct_ms(times: list[float | None], q: float) -> float:
+    """The `q` quantile of the requests that succeeded, in ms (NaN when none did)."""
     done = [t for t in times if t is not None]
-    return {"p50_ms": pct(done, 0.5) * 1000 if done else float("nan"),
-            "p90_ms": pct(done, 0.9) * 1000 if done else float("nan"), "failed": len(times) - len(done),
-            "warm_p50_ms": warm["p50_ms"], "warm_paced_p50_ms": pct([t for t in paced if t is not None], 0.5) * 1000}
+    return pct(done, q) * 1000 if done else float("nan")
 
 
 async def _paced(request: Any, rate: float, seconds: float) -> list[float | None]:
